@@ -1,0 +1,103 @@
+"""Item-id -> text table read from the ``.item`` atomic file, aligned with RecBole's internal ids."""
+import logging
+import os
+
+logger = logging.getLogger(__name__)
+
+TEXT_TYPES = {"token", "token_seq", "float", "float_seq"}
+
+
+class ItemTextTable:
+    """Text of every item, indexed by RecBole's remapped item id (id 0, the padding id, is "").
+
+    Built from the configured ``ITEM_TEXT_FIELDS`` of ``<data_path>/<dataset>.item``. Multiple
+    fields are joined as ``"first value (field2: value2; field3: value3)"``, or by
+    ``item_text_format`` (a ``str.format`` template over the field names) when set. An item
+    with no row or only empty fields gets the fallback ``"item <raw id>"``; such items are
+    counted in :attr:`n_fallback` and logged.
+    """
+
+    def __init__(self, texts, n_fallback=0, n_malformed_rows=0):
+        self.texts = list(texts)
+        self.n_fallback = n_fallback
+        self.n_malformed_rows = n_malformed_rows
+
+    def __len__(self):
+        return len(self.texts)
+
+    def __getitem__(self, item_id):
+        return self.texts[int(item_id)]
+
+    @classmethod
+    def from_dataset(cls, dataset, fields=None, text_format=None):
+        """Build the table for ``dataset`` (a RecBole Dataset) from its ``.item`` file."""
+        config = dataset.config
+        fields = list(fields or config["ITEM_TEXT_FIELDS"] or [])
+        text_format = text_format or config["item_text_format"]
+        if not fields:
+            raise ValueError("ITEM_TEXT_FIELDS is empty: name the .item fields that describe an item")
+        path = os.path.join(config["data_path"], f"{config['dataset']}.item")
+        raw_tokens = dataset.field2id_token[dataset.iid_field]
+        return cls.from_file(
+            path, raw_tokens, fields, dataset.iid_field, text_format,
+            field_separator=config["field_separator"], seq_separator=config["seq_separator"],
+            encoding=config["encoding"] or "utf-8",
+        )
+
+    @classmethod
+    def from_file(cls, path, raw_tokens, fields, id_field="item_id", text_format=None,
+                  field_separator="\t", seq_separator=" ", encoding="utf-8"):
+        """Build the table from an ``.item`` file; ``raw_tokens[i]`` is the raw id of internal id i."""
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"item text needs {path}, which does not exist")
+        with open(path, encoding=encoding, errors="replace") as f:
+            header = f.readline().rstrip("\r\n").split(field_separator)
+            names = [h.split(":")[0] for h in header]
+            types = {h.split(":")[0]: (h.split(":")[1] if ":" in h else "token") for h in header}
+            missing = [fld for fld in fields + [id_field] if fld not in names]
+            if missing:
+                raise KeyError(f"{path} has no field(s) {missing}; its fields are {names}")
+            bad_type = [fld for fld in fields if types[fld] not in TEXT_TYPES]
+            if bad_type:
+                raise ValueError(f"fields {bad_type} of {path} are not token/token_seq/float fields")
+            col = {name: i for i, name in enumerate(names)}
+            by_raw_id, malformed = {}, 0
+            for line_no, line in enumerate(f, start=2):
+                row = line.rstrip("\r\n").split(field_separator)
+                if len(row) != len(names):
+                    malformed += 1
+                    logger.warning("%s line %d: %d columns, expected %d; row skipped", path, line_no, len(row), len(names))
+                    continue
+                values = {fld: _clean(row[col[fld]], types[fld], seq_separator) for fld in fields}
+                by_raw_id[row[col[id_field]]] = values
+        texts, n_fallback = [""], 0
+        for raw in list(raw_tokens)[1:]:
+            text = _render(by_raw_id.get(raw), fields, text_format)
+            if not text:
+                n_fallback += 1
+                text = f"item {raw}"
+            texts.append(text)
+        if n_fallback:
+            logger.warning("item text: %d of %d items have no text in %s and use the fallback 'item <id>'",
+                           n_fallback, len(texts) - 1, path)
+        if malformed:
+            logger.warning("item text: %d malformed rows in %s were skipped", malformed, path)
+        return cls(texts, n_fallback, malformed)
+
+
+def _clean(value, ftype, seq_separator):
+    value = value.strip()
+    if ftype.endswith("_seq"):
+        value = " ".join(v for v in value.split(seq_separator) if v)
+    return value
+
+
+def _render(values, fields, text_format):
+    if not values or not any(values.values()):
+        return ""
+    if text_format:
+        return text_format.format(**values).strip()
+    first, rest = values[fields[0]], [f"{f}: {values[f]}" for f in fields[1:] if values[f]]
+    if not first:
+        return "; ".join(rest)
+    return f"{first} ({'; '.join(rest)})" if rest else first

@@ -1,0 +1,1 @@
+"""LLM backbone loading (backbone.py) and answer-position scoring (scoring.py)."""

@@ -1,0 +1,133 @@
+"""Answer-position scoring of prompts made of a shared prefix and per-candidate suffixes.
+
+``shared``: each user's prefix and all its candidates' suffixes are packed into one sequence;
+an attention mask lets every suffix see the prefix and itself but no other suffix, and
+position ids restart after the prefix for each suffix, so each candidate is computed exactly
+as if its prompt stood alone, while the prefix is computed once.
+``naive``: every candidate's full prompt is a row of its own (the baseline, and the reference
+the equivalence tests compare against).
+
+Only the decoder runs over the sequence; the answer positions' hidden states are projected
+onto the two answer-token rows of the output embedding (or the full vocabulary for SFT).
+"""
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Group:
+    """One user's prompt: token ids of the prefix and of each candidate's suffix."""
+
+    prefix: list
+    suffixes: list
+
+
+def base_model(model):
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def decoder_of(model):
+    base = base_model(model)
+    return getattr(base, base.base_model_prefix)
+
+
+def output_weight(model):
+    return base_model(model).get_output_embeddings().weight
+
+
+class AnswerScorer:
+    """Hidden states (and Yes/No logits) at the answer position of prefix + suffix prompts."""
+
+    def __init__(self, model, yes_id, no_id, pad_id, mode="shared", pack_max_tokens=2048, batch_max_tokens=4096):
+        if mode not in ("shared", "naive"):
+            raise ValueError(f"scoring_mode must be 'shared' or 'naive', not {mode!r}")
+        self.model = model
+        self.answer_ids = torch.tensor([yes_id, no_id])
+        self.pad_id = pad_id
+        self.mode = mode
+        self.pack_max_tokens = pack_max_tokens
+        self.batch_max_tokens = batch_max_tokens
+
+    def yes_no_logits(self, groups):
+        """[n_candidates, 2] logits of (Yes, No), candidates in group order."""
+        hidden = self.answer_hidden(groups)
+        weight = output_weight(self.model)[self.answer_ids.to(hidden.device)]
+        return hidden @ weight.t().to(hidden.dtype)
+
+    def vocab_logits(self, groups):
+        """[n_candidates, vocab] logits at the answer position (for SFT)."""
+        hidden = self.answer_hidden(groups)
+        return base_model(self.model).get_output_embeddings()(hidden)
+
+    def answer_hidden(self, groups):
+        """[n_candidates, hidden] final hidden states at each candidate's answer position."""
+        rows = self._pack(groups) if self.mode == "shared" else self._unpack(groups)
+        out = [None] * sum(len(g.suffixes) for g in groups)
+        for batch in self._batches(rows):
+            hidden = self._forward(batch)
+            for b, row in enumerate(batch):
+                for cand, pos in row["answers"]:
+                    out[cand] = hidden[b, pos]
+        return torch.stack(out)
+
+    def _unpack(self, groups):
+        rows, cand = [], 0
+        for g in groups:
+            for s in g.suffixes:
+                ids = list(g.prefix) + list(s)
+                rows.append({"ids": ids, "segments": [0] * len(ids), "positions": list(range(len(ids))),
+                             "answers": [(cand, len(ids) - 1)]})
+                cand += 1
+        return rows
+
+    def _pack(self, groups):
+        rows, cand = [], 0
+        for g in groups:
+            p = len(g.prefix)
+            row = None
+            for s in g.suffixes:
+                if row is None or len(row["ids"]) + len(s) > max(self.pack_max_tokens, p + len(s)):
+                    row = {"ids": list(g.prefix), "segments": [0] * p, "positions": list(range(p)), "answers": []}
+                    rows.append(row)
+                seg = len(row["answers"]) + 1
+                row["ids"] += s
+                row["segments"] += [seg] * len(s)
+                row["positions"] += range(p, p + len(s))
+                row["answers"].append((cand, len(row["ids"]) - 1))
+                cand += 1
+        return rows
+
+    def _batches(self, rows):
+        rows = sorted(rows, key=lambda r: len(r["ids"]), reverse=True)
+        batch = []
+        for row in rows:
+            if batch and (len(batch) + 1) * len(batch[0]["ids"]) > self.batch_max_tokens:
+                yield batch
+                batch = []
+            batch.append(row)
+        if batch:
+            yield batch
+
+    def _forward(self, batch):
+        device = next(self.model.parameters()).device
+        width = max(len(r["ids"]) for r in batch)
+        ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+        seg = torch.full((len(batch), width), -1, dtype=torch.long)
+        pos = torch.zeros((len(batch), width), dtype=torch.long)
+        for b, r in enumerate(batch):
+            n = len(r["ids"])
+            ids[b, :n] = torch.tensor(r["ids"])
+            seg[b, :n] = torch.tensor(r["segments"])
+            pos[b, :n] = torch.tensor(r["positions"])
+        q_seg, k_seg = seg[:, :, None], seg[:, None, :]
+        causal = torch.ones(width, width, dtype=torch.bool).tril()
+        allowed = ((k_seg == 0) | (k_seg == q_seg)) & (k_seg >= 0) & causal
+        allowed |= torch.eye(width, dtype=torch.bool)  # padding rows attend to themselves (no NaN)
+        dtype = output_weight(self.model).dtype
+        mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
+        out = decoder_of(self.model)(
+            input_ids=ids.to(device), attention_mask=mask[:, None].to(device), position_ids=pos.to(device),
+            use_cache=False,
+        )
+        return out.last_hidden_state

@@ -1,0 +1,142 @@
+"""LLM-TRSR (Zheng et al., WWW 2024): block summaries + a LoRA-tuned LLM answering Yes/No."""
+import logging
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from peft import LoraConfig, get_peft_model
+from recbole.model.abstract_recommender import SequentialRecommender
+from recbole.utils import InputType
+
+from recbole_trsr.data import HISTORY_POSITION_FIELD, ItemTextTable
+from recbole_trsr.llm.backbone import load_backbone
+from recbole_trsr.llm.scoring import AnswerScorer, Group
+from recbole_trsr.model.retriever import build_retriever
+from recbole_trsr.prompt import PromptBuilder, answer_token_id
+from recbole_trsr.summarize.pipeline import precompute_summaries
+from recbole_trsr.summarize.segment import recent_window
+
+logger = logging.getLogger(__name__)
+
+
+class LLMTRSR(SequentialRecommender):
+    """Text-rich sequential recommendation with an LLM recommender.
+
+    Each example's prompt holds the precomputed summary of the user's history before its
+    recent window, the recent items verbatim, and one candidate; the score is log P("Yes")
+    from the answer position (restricted to {Yes, No}). Training is SFT on "Yes" for the
+    target and "No" for ``neg_num`` sampled items, through LoRA adapters only.
+    """
+
+    input_type = InputType.POINTWISE
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        if not hasattr(dataset, "user_histories"):
+            raise TypeError("LLMTRSR needs recbole_trsr's dataset (run it through run_recbole_trsr / recbole_trsr.quick_start)")
+        self.recent_items = config["recent_items"]
+        self.block_size = config["block_size"]
+        self.neg_num = config["neg_num"]
+        self.full_sort_top_m = config["full_sort_top_m"]
+        self.histories = dataset.user_histories
+        self.rng = np.random.default_rng(config["seed"])
+
+        backbone = load_backbone(config["llm_path"], config["trsr_cache_dir"], config["llm_dtype"], config["device"])
+        item_texts = ItemTextTable.from_dataset(dataset)
+        self.prompts = PromptBuilder(
+            backbone.tokenizer, config["prompt_template"], item_texts.texts,
+            item_max_tokens=config["item_max_tokens"], summary_max_tokens=config["summary_max_tokens"],
+            prompt_max_tokens=config["prompt_max_tokens"], use_chat_template=config["use_chat_template"],
+        )
+        self.summaries = precompute_summaries(config, backbone, self.prompts.item_text, dataset)
+
+        lora = LoraConfig(r=config["lora_r"], lora_alpha=config["lora_alpha"], lora_dropout=config["lora_dropout"],
+                          target_modules=list(config["lora_target_modules"]), task_type="CAUSAL_LM")
+        self.llm = get_peft_model(backbone.model, lora)
+        self.yes_id = answer_token_id(backbone.tokenizer, config["answer_yes"])
+        self.no_id = answer_token_id(backbone.tokenizer, config["answer_no"])
+        if self.yes_id == self.no_id:
+            raise ValueError("answer_yes and answer_no start with the same token")
+        self.scorer = AnswerScorer(self.llm, self.yes_id, self.no_id, backbone.tokenizer.pad_token_id,
+                                   mode=config["scoring_mode"], pack_max_tokens=config["pack_max_tokens"],
+                                   batch_max_tokens=config["batch_max_tokens"])
+        self.retriever = build_retriever(config["full_sort_retriever"], dataset)
+
+    def _group(self, user, position, candidates):
+        start, end = recent_window(position, self.recent_items, self.block_size)
+        recent = self.histories.items_before(user, end)[start:]
+        prefix, suffixes = self.prompts.build(self.summaries.text(user, position), recent, candidates)
+        return Group(prefix, suffixes)
+
+    def _sample_negatives(self, user, n):
+        seen = set(self.histories.items_before(user, self.histories.length(user)).tolist())
+        if len(seen) >= self.n_items - 1:
+            raise ValueError(f"user {user} interacted with every item: no negative to sample")
+        negatives = []
+        while len(negatives) < n:
+            item = int(self.rng.integers(1, self.n_items))
+            if item not in seen:
+                negatives.append(item)
+        return negatives
+
+    def calculate_loss(self, interaction):
+        users = interaction[self.USER_ID].tolist()
+        positions = interaction[HISTORY_POSITION_FIELD].long().tolist()
+        targets = interaction[self.POS_ITEM_ID].tolist()
+        groups = [self._group(u, p, [t] + self._sample_negatives(u, self.neg_num))
+                  for u, p, t in zip(users, positions, targets)]
+        logits = self.scorer.vocab_logits(groups)
+        labels = torch.tensor([self.yes_id] + [self.no_id] * self.neg_num, device=logits.device).repeat(len(groups))
+        return F.cross_entropy(logits.float(), labels)
+
+    def _score(self, users, positions, items):
+        """log P(Yes | Yes or No) for each (user, position, item) row, rows of one user scored together."""
+        rows_of = {}
+        for row, key in enumerate(zip(users, positions)):
+            rows_of.setdefault(key, []).append(row)
+        groups = [self._group(u, p, [items[r] for r in rows]) for (u, p), rows in rows_of.items()]
+        order = torch.tensor([r for rows in rows_of.values() for r in rows])
+        scores = torch.log_softmax(self.scorer.yes_no_logits(groups).float(), dim=-1)[:, 0]
+        return torch.empty_like(scores).index_copy_(0, order.to(scores.device), scores)
+
+    @torch.no_grad()
+    def predict(self, interaction):
+        return self._score(interaction[self.USER_ID].tolist(), interaction[HISTORY_POSITION_FIELD].long().tolist(),
+                           interaction[self.ITEM_ID].tolist())
+
+    @torch.no_grad()
+    def full_sort_predict(self, interaction):
+        first = self.retriever(interaction).float()
+        first[:, 0] = -torch.inf
+        top = first.topk(min(self.full_sort_top_m, self.n_items - 1), dim=1).indices
+        users = interaction[self.USER_ID].tolist()
+        positions = interaction[HISTORY_POSITION_FIELD].long().tolist()
+        m = top.shape[1]
+        llm = self._score([u for u in users for _ in range(m)], [p for p in positions for _ in range(m)],
+                          top.flatten().tolist()).view(len(users), m)
+        # Items outside the top M keep the retriever's order, below every reranked item.
+        out = first - first.max(dim=1, keepdim=True).values - 1e4
+        out.scatter_(1, top, llm.to(out.dtype))
+        if not getattr(self, "_logged_full_sort", False):
+            logger.info("full_sort_predict: retriever %s proposes the top %d items, the LLM reranks them; "
+                        "the other items keep the retriever's order", self.retriever.name, m)
+            self._logged_full_sort = True
+        return out
+
+    # Checkpoints hold the trainable (LoRA) weights only.
+    def checkpoint_state_dict(self):
+        return {n: p.detach().cpu().clone() for n, p in self.named_parameters() if p.requires_grad}
+
+    def load_checkpoint_state_dict(self, state_dict):
+        params = dict(self.named_parameters())
+        expected = {n for n, p in params.items() if p.requires_grad}
+        if set(state_dict) != expected:
+            raise KeyError(f"checkpoint does not match the model's trainable weights: "
+                           f"missing {sorted(expected - set(state_dict))[:3]}, unexpected {sorted(set(state_dict) - expected)[:3]}")
+        with torch.no_grad():
+            for name, tensor in state_dict.items():
+                params[name].copy_(tensor)
+
+    def save_adapter(self, folder):
+        """Write the LoRA adapter as a peft folder (``PeftModel.from_pretrained(base, folder)``)."""
+        self.llm.save_pretrained(folder)

@@ -1,0 +1,52 @@
+"""First stage of LLMTRSR's ``full_sort_predict``: a cheap model proposes the top-M items."""
+import logging
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+
+class PopularityRetriever(torch.nn.Module):
+    """Scores every item by its number of training interactions."""
+
+    def __init__(self, dataset):
+        super().__init__()
+        counts = torch.zeros(dataset.item_num)
+        items = dataset.user_histories.items
+        counts.index_add_(0, torch.as_tensor(items), torch.ones(len(items)))
+        counts[0] = -1.0
+        self.register_buffer("counts", counts, persistent=False)
+        self.name = "pop"
+
+    def forward(self, interaction):
+        return self.counts.expand(interaction.length, -1)
+
+
+class CheckpointRetriever(torch.nn.Module):
+    """A trained RecBole model (e.g. SASRec) loaded from a recbole-trsr checkpoint."""
+
+    def __init__(self, model_name, checkpoint, dataset):
+        super().__init__()
+        from recbole_trsr.config import TRSRConfig
+        from recbole_trsr.registry import get_model
+        from recbole_trsr.trainer.checkpoint import load_checkpoint, restore_model_state
+
+        config = TRSRConfig(model_name, dataset.config["dataset"], config_dict={"device": "cpu"})
+        self.model = get_model(model_name)(config, dataset)
+        restore_model_state(self.model, load_checkpoint(checkpoint)["state_dict"])
+        self.model.eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.name = f"{model_name}:{checkpoint}"
+
+    def forward(self, interaction):
+        return self.model.full_sort_predict(interaction)
+
+
+def build_retriever(spec, dataset):
+    """``pop`` or ``{model: SASRec, checkpoint: path}``."""
+    if spec in (None, "pop"):
+        return PopularityRetriever(dataset)
+    if isinstance(spec, dict) and "model" in spec and "checkpoint" in spec:
+        return CheckpointRetriever(spec["model"], spec["checkpoint"], dataset)
+    raise ValueError(f"full_sort_retriever must be 'pop' or {{model: NAME, checkpoint: PATH}}, not {spec!r}")

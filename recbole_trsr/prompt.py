@@ -1,0 +1,150 @@
+"""Recommender prompts built at token level: a per-user prefix and one suffix per candidate.
+
+The template (``prompt_template``) must end its user-specific part before ``{candidate}``:
+everything before ``{candidate}`` is the *prefix* (instruction, ``{summary}``, ``{recent}``),
+shared by every candidate of one user; ``{candidate}`` and what follows is the *suffix*. Each
+piece is tokenized on its own and the ids are concatenated, so a prompt's tokens do not depend
+on how it is batched or shared, and item texts are tokenized once for the whole run.
+
+Budgets: an item's text is cut to ``item_max_tokens``, a summary to ``summary_max_tokens``;
+when prefix + suffix still exceed ``prompt_max_tokens`` the oldest recent items are dropped.
+Every such decision is counted in :attr:`PromptBuilder.counters` and logged once per kind.
+"""
+import logging
+import string
+from collections import Counter
+
+logger = logging.getLogger(__name__)
+
+_BODY_MARK = "\u241fBODY\u241f"
+
+
+def chat_frame(tokenizer, use_chat_template=True, plain_tail="\nAnswer: "):
+    """(head, tail) strings that wrap a user message into the model's chat format, if it has one."""
+    if use_chat_template and getattr(tokenizer, "chat_template", None):
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": _BODY_MARK}], tokenize=False, add_generation_prompt=True
+        )
+        head, tail = text.split(_BODY_MARK)
+        return head, tail
+    return "", plain_tail
+
+
+def encode(tokenizer, text):
+    return tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+
+
+def bos_ids(tokenizer):
+    """[bos] when the tokenizer adds one by default (Llama-style), else []."""
+    ids = tokenizer("a")["input_ids"]
+    bos = tokenizer.bos_token_id
+    return [bos] if bos is not None and ids and ids[0] == bos else []
+
+
+def answer_token_id(tokenizer, word):
+    ids = encode(tokenizer, word)
+    if not ids:
+        raise ValueError(f"answer word {word!r} encodes to no token")
+    return ids[0]
+
+
+class PromptBuilder:
+    """Token-level recommender prompts under token budgets (see module docstring)."""
+
+    def __init__(self, tokenizer, template, item_texts, item_max_tokens=32, summary_max_tokens=128,
+                 prompt_max_tokens=512, use_chat_template=True, no_summary_text="none yet",
+                 recent_separator="\n"):
+        if "{candidate}" not in template:
+            raise ValueError("prompt_template must contain {candidate}")
+        body_prefix, body_suffix = template.split("{candidate}", 1)
+        for name in ("summary", "recent"):
+            if "{" + name + "}" in body_suffix:
+                raise ValueError(f"{{{name}}} must come before {{candidate}} in prompt_template")
+        self.tokenizer = tokenizer
+        self.summary_max_tokens = summary_max_tokens
+        self.prompt_max_tokens = prompt_max_tokens
+        self.no_summary_text = no_summary_text
+        self.counters = Counter()
+        head, tail = chat_frame(tokenizer, use_chat_template)
+        self._prefix_pieces = [("text", bos_ids(tokenizer) + encode(tokenizer, head))]
+        for literal, field, _, _ in string.Formatter().parse(body_prefix):
+            self._prefix_pieces.append(("text", encode(tokenizer, literal)))
+            if field is not None:
+                if field not in ("summary", "recent"):
+                    raise ValueError(f"unknown placeholder {{{field}}} in prompt_template")
+                self._prefix_pieces.append((field, None))
+        self._suffix_tail = encode(tokenizer, body_suffix) + encode(tokenizer, tail)
+        self._separator = encode(tokenizer, recent_separator)
+        self.item_ids = self._tokenize_items(item_texts, item_max_tokens)
+        self._summary_cache = {}
+        self._suffix_cache = {}
+
+    def _tokenize_items(self, item_texts, max_tokens):
+        texts = list(item_texts)
+        ids = self.tokenizer(texts[1:], add_special_tokens=False)["input_ids"] if len(texts) > 1 else []
+        out = [[]]
+        for row in ids:
+            if len(row) > max_tokens:
+                self.counters["item_text_truncated"] += 1
+                row = row[:max_tokens]
+            out.append(row)
+        if self.counters["item_text_truncated"]:
+            logger.info("prompt: %d item texts cut to item_max_tokens=%d", self.counters["item_text_truncated"], max_tokens)
+        return out
+
+    def item_text(self, item):
+        """The item's text as the prompts show it (after the token cut)."""
+        return self.tokenizer.decode(self.item_ids[int(item)])
+
+    def summary_ids(self, summary):
+        if summary not in self._summary_cache:
+            ids = encode(self.tokenizer, summary or self.no_summary_text)
+            if len(ids) > self.summary_max_tokens:
+                self._count("summary_truncated", f"summaries cut to summary_max_tokens={self.summary_max_tokens}")
+                ids = ids[: self.summary_max_tokens]
+            self._summary_cache[summary] = ids
+        return self._summary_cache[summary]
+
+    def suffix(self, item):
+        """Token ids of the candidate part of the prompt for ``item``."""
+        item = int(item)
+        if item not in self._suffix_cache:
+            self._suffix_cache[item] = self.item_ids[item] + self._suffix_tail
+        return self._suffix_cache[item]
+
+    def prefix(self, summary, recent_items, longest_suffix=0):
+        """Token ids of the user part; drops the oldest recent items if the prompt is over budget."""
+        recent_items = [int(i) for i in recent_items]
+        while True:
+            ids = self._render_prefix(summary, recent_items)
+            if len(ids) + longest_suffix <= self.prompt_max_tokens:
+                return ids
+            if not recent_items:
+                raise ValueError(
+                    f"prompt of {len(ids) + longest_suffix} tokens exceeds prompt_max_tokens={self.prompt_max_tokens} "
+                    "even without recent items: raise prompt_max_tokens or lower summary/item budgets"
+                )
+            recent_items = recent_items[1:]
+            self._count("recent_items_dropped", f"oldest recent items dropped to fit prompt_max_tokens={self.prompt_max_tokens}")
+
+    def build(self, summary, recent_items, candidates):
+        """(prefix ids, [suffix ids per candidate]) for one user and several candidates."""
+        suffixes = [self.suffix(c) for c in candidates]
+        return self.prefix(summary, recent_items, max(map(len, suffixes), default=0)), suffixes
+
+    def _render_prefix(self, summary, recent_items):
+        ids = []
+        for kind, piece in self._prefix_pieces:
+            if kind == "text":
+                ids += piece
+            elif kind == "summary":
+                ids += self.summary_ids(summary)
+            else:
+                for n, item in enumerate(recent_items):
+                    ids += (self._separator if n else []) + self.item_ids[item]
+        return ids
+
+    def _count(self, key, message):
+        if not self.counters[key]:
+            logger.warning("prompt: %s (counted in counters[%r])", message, key)
+        self.counters[key] += 1

@@ -1,0 +1,84 @@
+"""Entry points: :func:`run` (one model, RecBole's result dict), :func:`compare` (a table)."""
+import logging
+import time
+
+from recbole.data import data_preparation
+from recbole.utils import init_logger, init_seed, set_color
+
+from recbole_trsr.config import TRSRConfig
+from recbole_trsr.data import create_dataset
+from recbole_trsr.registry import get_model, get_trainer
+
+METRIC_COLUMNS = ("recall", "mrr", "ndcg")
+
+
+def run(model, dataset, config_file_list=None, config_dict=None, argv=None, saved=True):
+    """Train and test ``model`` on ``dataset`` like RecBole's ``run_recbole``.
+
+    Returns RecBole's result dict (``best_valid_score``, ``valid_score_bigger``,
+    ``best_valid_result``, ``test_result``) plus ``model``, ``wall_time_s`` and ``checkpoint``.
+    ``argv`` holds ``--key=value`` overrides (highest priority); sys.argv is never read here.
+    """
+    started = time.perf_counter()
+    config = TRSRConfig(model, dataset, config_file_list, config_dict, argv)
+    init_seed(config["seed"], config["reproducibility"])
+    _reset_root_logger()
+    init_logger(config)
+    logger = logging.getLogger()
+    logger.info(config)
+
+    data = create_dataset(config)
+    logger.info(data)
+    train_data, valid_data, test_data = data_preparation(config, data)
+
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    net = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    logger.info(net)
+    result = {"model": config["model"], "checkpoint": None}
+    if config["summarize_only"]:
+        logger.info(set_color("summarize_only", "yellow") + ": summaries are precomputed, skipping training")
+        result["wall_time_s"] = time.perf_counter() - started
+        return result
+
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, net)
+    best_valid_score, best_valid_result = trainer.fit(
+        train_data, valid_data, saved=saved, show_progress=config["show_progress"]
+    )
+    test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
+    logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
+    logger.info(set_color("test result", "yellow") + f": {test_result}")
+    result.update(
+        best_valid_score=best_valid_score,
+        valid_score_bigger=config["valid_metric_bigger"],
+        best_valid_result=best_valid_result,
+        test_result=test_result,
+        checkpoint=trainer.saved_model_file if saved else None,
+        wall_time_s=time.perf_counter() - started,
+    )
+    return result
+
+
+def compare(models, dataset, config_file_list=None, config_dict=None, argv=None, k=10):
+    """Run each model on the same dataset, split and protocol; return (results, markdown table)."""
+    results = [run(m, dataset, config_file_list, config_dict, argv) for m in models]
+    return results, format_table(results, k)
+
+
+def format_table(results, k=10):
+    """A markdown table, one row per model: test recall/mrr/ndcg@k and wall time."""
+    header = "| model | " + " | ".join(f"{m}@{k}" for m in METRIC_COLUMNS) + " | wall time (s) |"
+    rows = [header, "|" + "---|" * (len(METRIC_COLUMNS) + 2)]
+    for r in results:
+        test = r.get("test_result") or {}
+        cells = [f"{test[f'{m}@{k}']:.4f}" if f"{m}@{k}" in test else "n/a" for m in METRIC_COLUMNS]
+        rows.append(f"| {r['model']} | " + " | ".join(cells) + f" | {r['wall_time_s']:.1f} |")
+    return "\n".join(rows)
+
+
+def _reset_root_logger():
+    # RecBole's init_logger uses logging.basicConfig, which is a no-op once the root logger
+    # has handlers: without this, a second run in the same process logs to the first's file.
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+        handler.close()

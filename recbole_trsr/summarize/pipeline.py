@@ -1,0 +1,87 @@
+"""Precomputing the summaries a dataset's examples need, and looking them up by example."""
+import logging
+
+import numpy as np
+
+from recbole_trsr.data.dataset import HISTORY_POSITION_FIELD
+from recbole_trsr.summarize.segment import summary_block_count
+from recbole_trsr.summarize.store import SummaryStore
+from recbole_trsr.summarize.summarizer import LLMGenerator, Summarizer
+
+logger = logging.getLogger(__name__)
+
+STORE_VERSION = 1
+
+
+class SummaryLookup:
+    """(user, target position) -> preference summary text; "" when no block precedes the window."""
+
+    def __init__(self, store, roots, recent_items, block_size):
+        self.store = store
+        self.roots = roots
+        self.recent_items = recent_items
+        self.block_size = block_size
+
+    def blocks_covered(self, position):
+        return summary_block_count(position, self.recent_items, self.block_size)
+
+    def text(self, user, position):
+        m = self.blocks_covered(position)
+        if m == 0:
+            return ""
+        key = self.roots.get((int(user), m))
+        if key is None or key not in self.store:
+            raise KeyError(f"no precomputed summary for user {user} at position {position} ({m} blocks); "
+                           "the example was not in the dataset the summaries were computed for")
+        return self.store[key]
+
+
+def needed_positions(dataset):
+    """Per user, the target positions the model will see: its training examples and every
+    later position (validation and test examples of a time-ordered split)."""
+    histories = dataset.user_histories
+    users = dataset.inter_feat[dataset.uid_field].numpy()
+    positions = dataset.inter_feat[HISTORY_POSITION_FIELD].numpy().astype(np.int64)
+    last_train = {}
+    wanted = {}
+    for u, p in zip(users, positions):
+        wanted.setdefault(int(u), set()).add(int(p))
+        last_train[int(u)] = max(last_train.get(int(u), -1), int(p))
+    for u in histories.users():
+        start = last_train.get(u, 0) + 1
+        wanted.setdefault(u, set()).update(range(start, histories.length(u)))
+    return wanted
+
+
+def summarizer_settings(config, backbone_identity):
+    return {
+        "version": STORE_VERSION,
+        "llm": backbone_identity,
+        "paradigm": config["summary_paradigm"],
+        "fanin": config["summary_fanin"],
+        "block_size": config["block_size"],
+        "templates": {k: config[f"summary_{k}_template"] for k in ("block", "merge", "recurrent")},
+        "max_new_tokens": config["summary_max_new_tokens"],
+        "max_prompt_tokens": config["summary_prompt_max_tokens"],
+        "item_max_tokens": config["item_max_tokens"],
+        "chat_template": config["use_chat_template"],
+    }
+
+
+def precompute_summaries(config, backbone, item_text, dataset, generate=None):
+    """Generate (or resume) every summary ``dataset``'s examples need; return a :class:`SummaryLookup`."""
+    recent, block_size = int(config["recent_items"]), int(config["block_size"])
+    store = SummaryStore(config["trsr_cache_dir"], summarizer_settings(config, backbone.identity))
+    if generate is None:
+        generate = LLMGenerator(backbone.model, backbone.tokenizer, config["summary_max_new_tokens"],
+                                config["use_chat_template"], config["summary_prompt_max_tokens"])
+    templates = {k: config[f"summary_{k}_template"] for k in ("block", "merge", "recurrent")}
+    summarizer = Summarizer(generate, store, item_text, config["summary_paradigm"], block_size, templates,
+                            config["summary_fanin"], config["summary_batch_size"], bool(config["summary_progress"]))
+    histories = dataset.user_histories
+    requests = []
+    for user, positions in needed_positions(dataset).items():
+        prefixes = {summary_block_count(p, recent, block_size) for p in positions}
+        requests.append((user, histories.items_before(user, histories.length(user)), prefixes))
+    roots = summarizer.summarize(requests)
+    return SummaryLookup(store, roots, recent, block_size)

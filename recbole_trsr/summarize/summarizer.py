@@ -1,0 +1,143 @@
+"""The LLM summarizer: plans the calls of every user, runs them batched, fills the store."""
+import logging
+from collections import defaultdict
+
+import torch
+from tqdm import tqdm
+
+from recbole_trsr.prompt import chat_frame
+from recbole_trsr.summarize.plan import digest, plan_user
+from recbole_trsr.summarize.segment import blocks
+
+logger = logging.getLogger(__name__)
+
+
+class LLMGenerator:
+    """Greedy batched generation: a list of prompt strings -> a list of completions."""
+
+    def __init__(self, model, tokenizer, max_new_tokens=64, use_chat_template=True, max_prompt_tokens=1024):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_new_tokens = max_new_tokens
+        self.max_prompt_tokens = max_prompt_tokens
+        self.head, self.tail = chat_frame(tokenizer, use_chat_template, plain_tail="\nSummary:")
+        self.n_calls = 0
+        self.n_truncated = 0
+
+    @torch.no_grad()
+    def __call__(self, prompts):
+        tok = self.tokenizer
+        texts = [self.head + p + self.tail for p in prompts]
+        side = tok.padding_side
+        tok.padding_side = "left"
+        try:
+            enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=True,
+                      truncation=True, max_length=self.max_prompt_tokens)
+        finally:
+            tok.padding_side = side
+        lengths = [len(tok(t, add_special_tokens=True)["input_ids"]) for t in texts]
+        over = sum(n > self.max_prompt_tokens for n in lengths)
+        if over:
+            self.n_truncated += over
+            logger.warning("summarizer: %d prompts over %d tokens were cut (counted)", over, self.max_prompt_tokens)
+        device = next(self.model.parameters()).device
+        was_training = self.model.training
+        self.model.eval()
+        out = self.model.generate(
+            **{k: v.to(device) for k, v in enc.items()}, max_new_tokens=self.max_new_tokens, do_sample=False,
+            pad_token_id=tok.pad_token_id, use_cache=True,
+        )
+        self.model.train(was_training)
+        self.n_calls += len(prompts)
+        new = out[:, enc["input_ids"].shape[1]:]
+        return [tok.decode(row, skip_special_tokens=True).strip() for row in new]
+
+
+class Summarizer:
+    """Hierarchical or recurrent block summaries for many users, batched across users.
+
+    ``generate`` maps a list of prompt strings to a list of summaries (an :class:`LLMGenerator`
+    or, in tests, any callable). ``item_text(item_id)`` gives the text shown for an item.
+    Templates are ``str.format`` strings: ``block_template`` ({items}), ``merge_template``
+    ({summaries}), ``recurrent_template`` ({summary}, {items}).
+    """
+
+    def __init__(self, generate, store, item_text, paradigm, block_size, templates, fanin=2, batch_size=16,
+                 show_progress=True):
+        self.generate = generate
+        self.store = store
+        self.item_text = item_text
+        self.paradigm = paradigm
+        self.block_size = int(block_size)
+        self.templates = templates
+        self.fanin = int(fanin)
+        self.batch_size = int(batch_size)
+        self.show_progress = show_progress
+
+    def _items_text(self, items):
+        return "\n".join(f"- {self.item_text(i)}" for i in items)
+
+    def summarize(self, requests):
+        """Compute missing summaries; return ``{(user, m): key}`` for every requested prefix.
+
+        ``requests`` is a list of ``(user, history_items, prefix_lengths)``: the summary of the
+        first ``m`` blocks of ``history_items`` is needed for each ``m`` in ``prefix_lengths``.
+        """
+        all_nodes, roots, block_items = {}, {}, {}
+        for user, items, prefixes in requests:
+            prefixes = sorted({int(m) for m in prefixes if m > 0})
+            if not prefixes:
+                continue
+            user_blocks = blocks(list(items), self.block_size, max(prefixes))
+            hashes = []
+            for block in user_blocks:
+                text = self._items_text(block)
+                h = digest(text)
+                block_items[h] = text
+                hashes.append(h)
+            nodes, user_roots = plan_user(self.paradigm, hashes, prefixes, self.fanin, user)
+            for node in nodes.values():
+                node.block_text = block_items[hashes[node.block]] if node.block >= 0 else None
+                all_nodes.setdefault(node.key, node)
+            roots.update({(user, m): key for m, key in user_roots.items()})
+        todo = [n for n in all_nodes.values() if n.key not in self.store]
+        logger.info("summaries: %d needed, %d already in the store, %d to generate (%s, block_size=%d)",
+                    len(all_nodes), len(all_nodes) - len(todo), len(todo), self.paradigm, self.block_size)
+        self._run(todo)
+        return roots
+
+    def _prompt(self, node):
+        t = self.templates
+        if node.kind == "block" or (node.kind == "step" and not node.children):
+            return t["block"].format(items=node.block_text)
+        if node.kind == "merge":
+            listed = "\n".join(f"{n + 1}. {self.store[c]}" for n, c in enumerate(node.children))
+            return t["merge"].format(summaries=listed)
+        return t["recurrent"].format(summary=self.store[node.children[0]], items=node.block_text)
+
+    def _run(self, todo):
+        if not todo:
+            return
+        remaining = defaultdict(int)
+        for node in todo:
+            remaining[node.user] += 1
+        users_total = len(remaining)
+        by_depth = defaultdict(list)
+        for node in todo:
+            by_depth[node.depth].append(node)
+        bar = tqdm(total=len(todo), desc="summaries", unit="call", disable=not self.show_progress)
+        users_done = 0
+        for depth in sorted(by_depth):
+            nodes = by_depth[depth]
+            prompts = [(self._prompt(n), n) for n in nodes]
+            prompts.sort(key=lambda p: len(p[0]))  # similar lengths together: less padding
+            for start in range(0, len(prompts), self.batch_size):
+                chunk = prompts[start:start + self.batch_size]
+                texts = self.generate([p for p, _ in chunk])
+                self.store.add_many({n.key: text for (_, n), text in zip(chunk, texts)})
+                for _, n in chunk:
+                    remaining[n.user] -= 1
+                    users_done += remaining[n.user] == 0
+                bar.update(len(chunk))
+                bar.set_postfix_str(f"users {users_done}/{users_total}")
+        bar.close()

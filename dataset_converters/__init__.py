@@ -1,0 +1,1 @@
+"""Raw dataset downloads -> RecBole atomic files (``python -m dataset_converters.mind ...``)."""

@@ -51,31 +51,46 @@ def answer_token_id(tokenizer, word):
 class PromptBuilder:
     """Token-level recommender prompts under token budgets (see module docstring)."""
 
-    def __init__(self, tokenizer, template, item_texts, item_max_tokens=32, summary_max_tokens=128,
+    def __init__(self, tokenizer, template, item_texts=None, item_max_tokens=32, summary_max_tokens=128,
                  prompt_max_tokens=512, use_chat_template=True, no_summary_text="none yet",
-                 recent_separator="\n"):
-        if "{candidate}" not in template:
-            raise ValueError("prompt_template must contain {candidate}")
-        body_prefix, body_suffix = template.split("{candidate}", 1)
-        for name in ("summary", "recent"):
-            if "{" + name + "}" in body_suffix:
-                raise ValueError(f"{{{name}}} must come before {{candidate}} in prompt_template")
+                 recent_separator="\n", list_slots=("recent",), text_slots=("summary",), trim_slot="recent",
+                 candidate_as_answer=False, item_ids=None, soft_prompt_length=0):
+        # candidate_as_answer: the candidate's text is the model's answer (after the chat tail),
+        # not part of the question; used for likelihood scoring (DELRec).
+        self.list_slots, self.text_slots, self.trim_slot = tuple(list_slots), tuple(text_slots), trim_slot
+        head, tail = chat_frame(tokenizer, use_chat_template)
+        if candidate_as_answer:
+            if "{candidate}" in template:
+                raise ValueError("with candidate_as_answer the template must not contain {candidate}")
+            body_prefix, body_suffix, tail_in_prefix = template, "", True
+        else:
+            if "{candidate}" not in template:
+                raise ValueError("prompt_template must contain {candidate}")
+            body_prefix, body_suffix = template.split("{candidate}", 1)
+            tail_in_prefix = False
+            for name in self.list_slots + self.text_slots:
+                if "{" + name + "}" in body_suffix:
+                    raise ValueError(f"{{{name}}} must come before {{candidate}} in prompt_template")
         self.tokenizer = tokenizer
         self.summary_max_tokens = summary_max_tokens
         self.prompt_max_tokens = prompt_max_tokens
         self.no_summary_text = no_summary_text
         self.counters = Counter()
-        head, tail = chat_frame(tokenizer, use_chat_template)
-        self._prefix_pieces = [("text", bos_ids(tokenizer) + encode(tokenizer, head))]
+        placeholder = [tokenizer.pad_token_id] * int(soft_prompt_length)
+        self._prefix_pieces = [("text", placeholder + bos_ids(tokenizer) + encode(tokenizer, head))]
         for literal, field, _, _ in string.Formatter().parse(body_prefix):
             self._prefix_pieces.append(("text", encode(tokenizer, literal)))
             if field is not None:
-                if field not in ("summary", "recent"):
-                    raise ValueError(f"unknown placeholder {{{field}}} in prompt_template")
+                if field not in self.list_slots + self.text_slots:
+                    raise ValueError(f"unknown placeholder {{{field}}} in prompt template {template[:40]!r}...")
                 self._prefix_pieces.append((field, None))
-        self._suffix_tail = encode(tokenizer, body_suffix) + encode(tokenizer, tail)
+        if tail_in_prefix:
+            self._prefix_pieces.append(("text", encode(tokenizer, tail)))
+            self._suffix_tail = []
+        else:
+            self._suffix_tail = encode(tokenizer, body_suffix) + encode(tokenizer, tail)
         self._separator = encode(tokenizer, recent_separator)
-        self.item_ids = self._tokenize_items(item_texts, item_max_tokens)
+        self.item_ids = item_ids if item_ids is not None else self._tokenize_items(item_texts, item_max_tokens)
         self._summary_cache = {}
         self._suffix_cache = {}
 
@@ -112,35 +127,37 @@ class PromptBuilder:
             self._suffix_cache[item] = self.item_ids[item] + self._suffix_tail
         return self._suffix_cache[item]
 
-    def prefix(self, summary, recent_items, longest_suffix=0):
-        """Token ids of the user part; drops the oldest recent items if the prompt is over budget."""
-        recent_items = [int(i) for i in recent_items]
+    def prefix(self, summary=None, recent_items=(), longest_suffix=0, **slots):
+        """Token ids of the user part; drops the oldest items of the trim slot if over budget."""
+        values = {"summary": summary, "recent": recent_items, **slots}
+        values = {k: ([int(i) for i in v] if k in self.list_slots else v) for k, v in values.items()}
         while True:
-            ids = self._render_prefix(summary, recent_items)
+            ids = self._render_prefix(values)
             if len(ids) + longest_suffix <= self.prompt_max_tokens:
                 return ids
-            if not recent_items:
+            if not values.get(self.trim_slot):
                 raise ValueError(
                     f"prompt of {len(ids) + longest_suffix} tokens exceeds prompt_max_tokens={self.prompt_max_tokens} "
-                    "even without recent items: raise prompt_max_tokens or lower summary/item budgets"
+                    f"even without {self.trim_slot} items: raise prompt_max_tokens or lower the other budgets"
                 )
-            recent_items = recent_items[1:]
-            self._count("recent_items_dropped", f"oldest recent items dropped to fit prompt_max_tokens={self.prompt_max_tokens}")
+            values[self.trim_slot] = values[self.trim_slot][1:]
+            self._count(f"{self.trim_slot}_items_dropped",
+                        f"oldest {self.trim_slot} items dropped to fit prompt_max_tokens={self.prompt_max_tokens}")
 
-    def build(self, summary, recent_items, candidates):
+    def build(self, summary=None, recent_items=(), candidates=(), **slots):
         """(prefix ids, [suffix ids per candidate]) for one user and several candidates."""
         suffixes = [self.suffix(c) for c in candidates]
-        return self.prefix(summary, recent_items, max(map(len, suffixes), default=0)), suffixes
+        return self.prefix(summary, recent_items, max(map(len, suffixes), default=0), **slots), suffixes
 
-    def _render_prefix(self, summary, recent_items):
+    def _render_prefix(self, values):
         ids = []
         for kind, piece in self._prefix_pieces:
             if kind == "text":
                 ids += piece
-            elif kind == "summary":
-                ids += self.summary_ids(summary)
+            elif kind in self.text_slots:
+                ids += self.summary_ids(values.get(kind))
             else:
-                for n, item in enumerate(recent_items):
+                for n, item in enumerate(values.get(kind) or []):
                     ids += (self._separator if n else []) + self.item_ids[item]
         return ids
 

@@ -7,6 +7,7 @@ from recbole.utils import get_trainer as recbole_get_trainer
 #: Plugin models: name -> module holding the class of the same name.
 PLUGIN_MODELS = {
     "LLMTRSR": "recbole_trsr.model.llmtrsr",
+    "DELRec": "recbole_trsr.model.delrec",
 }
 
 

@@ -40,12 +40,15 @@ class AnswerScorer:
     """Hidden states (and Yes/No logits) at the answer position of prefix + suffix prompts."""
 
     def __init__(self, model, yes_id, no_id, pad_id, mode="shared", pack_max_tokens=2048, batch_max_tokens=4096,
-                 fixed_length=None):
+                 fixed_length=None, soft_prompt=None):
         if mode not in ("shared", "naive"):
             raise ValueError(f"scoring_mode must be 'shared' or 'naive', not {mode!r}")
         # fixed_length: the unbucketed baseline of benchmarks/train.py (rows in input order,
         # every row padded to fixed_length); None = length-sorted rows, padded per micro-batch.
         self.fixed_length = fixed_length
+        # soft_prompt ([L, hidden]): replaces the embeddings of every prefix's first L tokens,
+        # which the caller fills with placeholder ids (DELRec's distilled soft prompt).
+        self.soft_prompt = soft_prompt
         self.model = model
         self.answer_ids = torch.tensor([yes_id, no_id])
         self.pad_id = pad_id
@@ -75,13 +78,29 @@ class AnswerScorer:
                     out[cand] = hidden[b, pos]
         return torch.stack(out)
 
+    def suffix_log_likelihood(self, groups):
+        """[n_candidates] mean log-probability of each suffix's tokens given its prefix."""
+        rows = self._pack(groups) if self.mode == "shared" else self._unpack(groups)
+        suffix_of = [s for g in groups for s in g.suffixes]
+        out = [None] * len(suffix_of)
+        head = base_model(self.model).get_output_embeddings()
+        for batch in self._batches(rows):
+            hidden = self._forward(batch)
+            for b, row in enumerate(batch):
+                for cand, positions in row["spans"]:
+                    logp = torch.log_softmax(head(hidden[b, positions]).float(), dim=-1)
+                    target = torch.tensor(suffix_of[cand], device=logp.device)
+                    out[cand] = logp.gather(1, target[:, None]).mean()
+        return torch.stack(out)
+
     def _unpack(self, groups):
         rows, cand = [], 0
         for g in groups:
             for s in g.suffixes:
                 ids = list(g.prefix) + list(s)
+                p = len(g.prefix)
                 rows.append({"ids": ids, "segments": [0] * len(ids), "positions": list(range(len(ids))),
-                             "answers": [(cand, len(ids) - 1)]})
+                             "answers": [(cand, len(ids) - 1)], "spans": [(cand, [p - 1] + list(range(p, len(ids) - 1)))]})
                 cand += 1
         return rows
 
@@ -92,9 +111,12 @@ class AnswerScorer:
             row = None
             for s in g.suffixes:
                 if row is None or len(row["ids"]) + len(s) > max(self.pack_max_tokens, p + len(s)):
-                    row = {"ids": list(g.prefix), "segments": [0] * p, "positions": list(range(p)), "answers": []}
+                    row = {"ids": list(g.prefix), "segments": [0] * p, "positions": list(range(p)), "answers": [],
+                           "spans": []}
                     rows.append(row)
                 seg = len(row["answers"]) + 1
+                start = len(row["ids"])
+                row["spans"].append((cand, [p - 1] + list(range(start, start + len(s) - 1))))
                 row["ids"] += s
                 row["segments"] += [seg] * len(s)
                 row["positions"] += range(p, p + len(s))
@@ -133,8 +155,13 @@ class AnswerScorer:
         allowed |= torch.eye(width, dtype=torch.bool)  # padding rows attend to themselves (no NaN)
         dtype = output_weight(self.model).dtype
         mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
-        out = decoder_of(self.model)(
-            input_ids=ids.to(device), attention_mask=mask[:, None].to(device), position_ids=pos.to(device),
-            use_cache=False,
+        decoder = decoder_of(self.model)
+        embeds = decoder.get_input_embeddings()(ids.to(device))
+        if self.soft_prompt is not None:
+            n = self.soft_prompt.shape[0]
+            soft = self.soft_prompt.to(embeds.dtype).expand(len(batch), -1, -1)
+            embeds = torch.cat([soft, embeds[:, n:]], dim=1)
+        out = decoder(
+            inputs_embeds=embeds, attention_mask=mask[:, None].to(device), position_ids=pos.to(device), use_cache=False,
         )
         return out.last_hidden_state

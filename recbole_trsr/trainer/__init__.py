@@ -1,6 +1,6 @@
 """Trainers: the safe-checkpoint mixin for every model and the LLM trainer."""
-from recbole_trsr.trainer.trainer import LLMTrainer, SafeCheckpointMixin, with_safe_checkpoints
+from recbole_trsr.trainer.trainer import DELRecTrainer, LLMTrainer, SafeCheckpointMixin, with_safe_checkpoints
 
 LLMTRSRTrainer = LLMTrainer
 
-__all__ = ["LLMTrainer", "LLMTRSRTrainer", "SafeCheckpointMixin", "with_safe_checkpoints"]
+__all__ = ["DELRecTrainer", "LLMTrainer", "LLMTRSRTrainer", "SafeCheckpointMixin", "with_safe_checkpoints"]

@@ -95,5 +95,53 @@ class LLMTrainer(SafeCheckpointMixin, Trainer):
                 if self.clip_grad_norm:
                     clip_grad_norm_(params, **self.clip_grad_norm)
                 self.optimizer.step()
+                if hasattr(self.model, "after_optimizer_step"):
+                    self.model.after_optimizer_step()  # e.g. AdaLoRA's budget update, before grads are cleared
                 self.optimizer.zero_grad()
         return total_loss
+
+
+class DELRecTrainer(LLMTrainer):
+    """DELRec's two stages from one ``fit``.
+
+    0. The SR model: loaded from ``delrec_sr_checkpoint``, or trained here first with RecBole's
+       trainer on the same training data (its checkpoint is written in the safe format).
+    1. Distillation: ``delrec_stage1_epochs`` epochs training only the soft prompt.
+    2. Recommendation: the usual RecBole fit (validation, early stopping, best checkpoint)
+       training only the AdaLoRA adapters.
+    """
+
+    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
+        model, config = self.model, self.config
+        if model.sr_model is None:
+            model.attach_sr_model(self._sr_model(train_data, valid_data, show_progress))
+        model.set_stage("distill")
+        self.optimizer = self._build_optimizer(learning_rate=config["delrec_stage1_lr"])
+        for epoch in range(config["delrec_stage1_epochs"]):
+            loss = self._train_epoch(train_data, epoch, loss_func=model.distill_loss, show_progress=show_progress)
+            self.logger.info(f"DELRec stage 1 (soft prompt) epoch {epoch}: loss {loss:.4f}")
+        model.set_stage("recommend")
+        self.optimizer = self._build_optimizer()
+        return super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
+
+    def _sr_model(self, train_data, valid_data, show_progress):
+        from recbole_trsr.config import TRSRConfig
+        from recbole_trsr.registry import get_model, get_trainer
+        from recbole_trsr.trainer.checkpoint import load_checkpoint, restore_model_state
+
+        name, path = self.config["delrec_sr_model"], self.config["delrec_sr_checkpoint"]
+        overrides = {k: self.config[k] for k in ("seed", "device", "eval_args", "metrics", "topk", "valid_metric",
+                                                 "checkpoint_dir", "MAX_ITEM_LIST_LENGTH")}
+        overrides.update(self.config["delrec_sr_config"] or {})
+        sr_config = TRSRConfig(name, self.config["dataset"], config_dict=overrides)
+        sr_model = get_model(name)(sr_config, train_data._dataset).to(self.device)
+        if path:
+            restore_model_state(sr_model, load_checkpoint(path, self.device)["state_dict"])
+            self.logger.info(f"DELRec: SR model {name} loaded from {path}")
+            return sr_model
+        self.logger.info(f"DELRec: training the SR model {name} first (no delrec_sr_checkpoint given)")
+        trainer = get_trainer(sr_config["MODEL_TYPE"], name)(sr_config, sr_model)
+        trainer.fit(train_data, valid_data, saved=True, show_progress=show_progress)
+        restore_model_state(sr_model, load_checkpoint(trainer.saved_model_file, self.device)["state_dict"])
+        self.logger.info(f"DELRec: SR model checkpoint {trainer.saved_model_file}")
+        return sr_model

@@ -1,0 +1,107 @@
+"""DELRec with a tiny random Llama: stage 1 trains only the soft prompt, stage 2 only the adapter."""
+import pytest
+import torch
+from recbole.data import data_preparation
+
+from conftest import DATASET, llm_config
+from recbole_trsr.config import TRSRConfig
+from recbole_trsr.data import create_dataset
+from recbole_trsr.model.delrec import DELRec
+from recbole_trsr.quick_start import run
+from recbole_trsr.registry import get_model
+from recbole_trsr.trainer.checkpoint import load_checkpoint, save_checkpoint
+
+
+def delrec_config(data_root, tmp_path, tiny_llm, **overrides):
+    config = llm_config(data_root, tmp_path, tiny_llm, delrec_history_items=6, soft_prompt_length=4,
+                        delrec_sr_top_k=3, delrec_sr_config={"epochs": 1}, lora_dropout=0.0)
+    config.update(overrides)
+    return config
+
+
+@pytest.fixture
+def built(data_root, tmp_path, tiny_llm):
+    config = TRSRConfig("DELRec", DATASET, config_dict=delrec_config(data_root, tmp_path, tiny_llm))
+    dataset = create_dataset(config)
+    train, valid, test = data_preparation(config, dataset)
+    model = DELRec(config, train._dataset)
+    sr_config = TRSRConfig("SASRec", DATASET, config_dict={"hidden_size": 16, "inner_size": 32})
+    model.attach_sr_model(get_model("SASRec")(sr_config, train._dataset))
+    return config, model, train, valid
+
+
+def _snapshot(model):
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def _steps(model, batch, loss_fn, n=4, lr=0.05):
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
+    losses = []
+    for _ in range(n):
+        loss = loss_fn(batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
+def test_stage1_trains_only_the_soft_prompt(built):
+    _, model, train, _ = built
+    model.set_stage("distill")
+    assert [n for n, p in model.named_parameters() if p.requires_grad] == ["soft_prompt"]
+    before = _snapshot(model)
+    losses = _steps(model, next(iter(train)), model.distill_loss)
+    after = _snapshot(model)
+    assert not torch.equal(before["soft_prompt"], after["soft_prompt"])
+    for name in before:
+        if name != "soft_prompt":
+            assert torch.equal(before[name], after[name]), name  # byte for byte
+    assert losses[-1] < losses[0]
+
+
+def test_stage2_trains_only_the_adapter(built):
+    _, model, train, _ = built
+    model.set_stage("recommend")
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    before = _snapshot(model)
+    _steps(model, next(iter(train)), model.calculate_loss)
+    after = _snapshot(model)
+    changed = {n for n in before if not torch.equal(before[n], after[n])}
+    assert changed and changed <= set(trainable)
+    assert "soft_prompt" not in changed
+
+
+def test_predictions_finite_and_checkpoint_roundtrip(built, data_root, tmp_path, tiny_llm):
+    config, model, train, valid = built
+    model.eval()
+    batch = next(iter(valid))[0]
+    with torch.no_grad():
+        model.soft_prompt.add_(0.1)
+        for n, p in model.named_parameters():
+            if "lora_" in n:
+                p.add_(0.05 * torch.randn_like(p))
+    scores = model.predict(batch)
+    assert scores.shape == (len(batch),) and torch.isfinite(scores).all()
+    path = tmp_path / "delrec.pth"
+    save_checkpoint(path, model, torch.optim.Adam([model.soft_prompt]), config, 0, 0, 0.0)
+    state = load_checkpoint(path)["state_dict"]
+    assert "soft_prompt" in state and all(k == "soft_prompt" or "lora_" in k or "ranknum" in k for k in state)
+
+    config2 = TRSRConfig("DELRec", DATASET, config_dict=delrec_config(data_root, tmp_path, tiny_llm))
+    fresh = DELRec(config2, train._dataset)
+    fresh.attach_sr_model(model.sr_model)
+    fresh.eval()
+    assert not torch.equal(fresh.predict(batch), scores)
+    fresh.load_checkpoint_state_dict(state)
+    torch.testing.assert_close(fresh.predict(batch), scores, atol=0, rtol=0)
+
+
+def test_delrec_end_to_end_trains_its_sr_model(data_root, tmp_path, tiny_llm):
+    result = run("DELRec", DATASET, config_dict=delrec_config(data_root, tmp_path, tiny_llm))
+    assert 0.0 <= result["test_result"]["ndcg@10"] <= 1.0
+    saved = sorted(p.name for p in (tmp_path / "saved").iterdir())
+    assert any(n.startswith("SASRec-") for n in saved)  # stage 0 trained and saved the SR model
+    adapter = next(p for p in (tmp_path / "saved").iterdir() if p.name.endswith(".adapter"))
+    assert (adapter / "soft_prompt.safetensors").is_file() and (adapter / "adapter_config.json").is_file()

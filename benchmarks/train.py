@@ -1,6 +1,6 @@
 """Training throughput (LoRA SFT step, forward + backward): fixed padding vs length-bucketed batches.
 
-    python benchmarks/train.py     # SmolLM2-135M + LoRA r=8; 48 rows of 100..420 tokens
+    python benchmarks/train.py     # SmolLM2-135M + LoRA r=8; one step over 16 rows of 100..420 tokens
 """
 import argparse
 import json
@@ -11,7 +11,7 @@ import torch
 
 from common import load_default_backbone, peak_rss_mb, record, run_variant, table
 
-ROWS, FIXED_LENGTH, BATCH_TOKENS = 48, 448, 2048
+ROWS, FIXED_LENGTH, BATCH_TOKENS = 16, 448, 2048
 
 
 def groups(vocab):

@@ -32,13 +32,17 @@ def test_shared_prefix_scores_equal_naive(tiny_llm, dtype, atol):
     tok = backbone.tokenizer
     groups = _random_groups(len(tok))
     yes, no = tok("Yes", add_special_tokens=False)["input_ids"][0], tok("No", add_special_tokens=False)["input_ids"][0]
-    naive = AnswerScorer(backbone.model, yes, no, tok.pad_token_id, mode="naive").yes_no_logits(groups)
-    # a small pack budget also splits one user's candidates over several packed rows
-    for pack in (4096, 40):
-        shared = AnswerScorer(backbone.model, yes, no, tok.pad_token_id, mode="shared", pack_max_tokens=pack,
-                              batch_max_tokens=200).yes_no_logits(groups)
-        assert shared.shape == (sum(len(g.suffixes) for g in groups), 2)
-        torch.testing.assert_close(shared.float(), naive.float(), atol=atol, rtol=0)
+    with torch.no_grad():
+        naive = AnswerScorer(backbone.model, yes, no, tok.pad_token_id, mode="naive").yes_no_logits(groups)
+        naive_ll = AnswerScorer(backbone.model, yes, no, tok.pad_token_id, mode="naive").suffix_log_likelihood(groups)
+        # small budgets also split one user's candidates over several packed rows / cache batches
+        for mode, pack in (("packed", 4096), ("packed", 40), ("kv", 4096)):
+            scorer = AnswerScorer(backbone.model, yes, no, tok.pad_token_id, mode=mode, pack_max_tokens=pack,
+                                  batch_max_tokens=20)
+            shared = scorer.yes_no_logits(groups)
+            assert shared.shape == (sum(len(g.suffixes) for g in groups), 2)
+            torch.testing.assert_close(shared.float(), naive.float(), atol=atol, rtol=0)
+            torch.testing.assert_close(scorer.suffix_log_likelihood(groups), naive_ll, atol=atol, rtol=0)
     # and the logits are those of the full LM head at the answer position
     g = groups[0]
     full = backbone.model(input_ids=torch.tensor([g.prefix + g.suffixes[0]])).logits[0, -1, [yes, no]]

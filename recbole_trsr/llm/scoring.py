@@ -1,11 +1,13 @@
 """Answer-position scoring of prompts made of a shared prefix and per-candidate suffixes.
 
-``shared``: each user's prefix and all its candidates' suffixes are packed into one sequence;
-an attention mask lets every suffix see the prefix and itself but no other suffix, and
-position ids restart after the prefix for each suffix, so each candidate is computed exactly
-as if its prompt stood alone, while the prefix is computed once.
+``kv``: each user's prefix runs once and its key/value cache is shared by batches of that
+user's candidate suffixes, which attend to it as if each prompt stood alone (inference only;
+with gradients enabled it falls back to ``packed``).
+``packed``: the prefix and all the candidates' suffixes are packed into one sequence; an
+attention mask lets every suffix see the prefix and itself but no other suffix, and position
+ids restart after the prefix for each suffix. Differentiable: training uses it.
 ``naive``: every candidate's full prompt is a row of its own (the baseline, and the reference
-the equivalence tests compare against).
+the equivalence tests compare against). ``benchmarks/scoring.py`` measures the three.
 
 Only the decoder runs over the sequence; the answer positions' hidden states are projected
 onto the two answer-token rows of the output embedding (or the full vocabulary for SFT).
@@ -13,6 +15,9 @@ onto the two answer-token rows of the output embedding (or the full vocabulary f
 from dataclasses import dataclass
 
 import torch
+from transformers import DynamicCache
+
+MODES = ("kv", "packed", "naive")
 
 
 @dataclass
@@ -39,10 +44,10 @@ def output_weight(model):
 class AnswerScorer:
     """Hidden states (and Yes/No logits) at the answer position of prefix + suffix prompts."""
 
-    def __init__(self, model, yes_id, no_id, pad_id, mode="shared", pack_max_tokens=2048, batch_max_tokens=4096,
+    def __init__(self, model, yes_id, no_id, pad_id, mode="kv", pack_max_tokens=2048, batch_max_tokens=4096,
                  fixed_length=None, soft_prompt=None):
-        if mode not in ("shared", "naive"):
-            raise ValueError(f"scoring_mode must be 'shared' or 'naive', not {mode!r}")
+        if mode not in MODES:
+            raise ValueError(f"scoring_mode must be one of {MODES}, not {mode!r}")
         # fixed_length: the unbucketed baseline of benchmarks/train.py (rows in input order,
         # every row padded to fixed_length); None = length-sorted rows, padded per micro-batch.
         self.fixed_length = fixed_length
@@ -67,9 +72,17 @@ class AnswerScorer:
         hidden = self.answer_hidden(groups)
         return base_model(self.model).get_output_embeddings()(hidden)
 
+    def _rows(self, groups):
+        return self._unpack(groups) if self.mode == "naive" else self._pack(groups)
+
+    def _use_kv(self):
+        return self.mode == "kv" and not torch.is_grad_enabled()
+
     def answer_hidden(self, groups):
         """[n_candidates, hidden] final hidden states at each candidate's answer position."""
-        rows = self._pack(groups) if self.mode == "shared" else self._unpack(groups)
+        if self._use_kv():
+            return torch.stack([h[-1] for h in self._kv_suffix_hidden(groups)])
+        rows = self._rows(groups)
         out = [None] * sum(len(g.suffixes) for g in groups)
         for batch in self._batches(rows):
             hidden = self._forward(batch)
@@ -80,10 +93,17 @@ class AnswerScorer:
 
     def suffix_log_likelihood(self, groups):
         """[n_candidates] mean log-probability of each suffix's tokens given its prefix."""
-        rows = self._pack(groups) if self.mode == "shared" else self._unpack(groups)
         suffix_of = [s for g in groups for s in g.suffixes]
-        out = [None] * len(suffix_of)
         head = base_model(self.model).get_output_embeddings()
+        if self._use_kv():
+            out = []
+            for cand, hidden in enumerate(self._kv_suffix_hidden(groups, with_prefix_last=True)):
+                logp = torch.log_softmax(head(hidden[:-1]).float(), dim=-1)
+                target = torch.tensor(suffix_of[cand], device=logp.device)
+                out.append(logp.gather(1, target[:, None]).mean())
+            return torch.stack(out)
+        rows = self._rows(groups)
+        out = [None] * len(suffix_of)
         for batch in self._batches(rows):
             hidden = self._forward(batch)
             for b, row in enumerate(batch):
@@ -92,6 +112,51 @@ class AnswerScorer:
                     target = torch.tensor(suffix_of[cand], device=logp.device)
                     out[cand] = logp.gather(1, target[:, None]).mean()
         return torch.stack(out)
+
+    def _embed(self, ids):
+        embeds = decoder_of(self.model).get_input_embeddings()(ids)
+        if self.soft_prompt is not None:
+            n = self.soft_prompt.shape[0]
+            soft = self.soft_prompt.to(embeds.dtype).expand(len(ids), -1, -1)
+            embeds = torch.cat([soft, embeds[:, n:]], dim=1)
+        return embeds
+
+    def _kv_suffix_hidden(self, groups, with_prefix_last=False):
+        """Per candidate, the hidden states of its suffix tokens (preceded by the prefix's last
+        one when ``with_prefix_last``), computed against the prefix's shared key/value cache."""
+        decoder = decoder_of(self.model)
+        device = next(self.model.parameters()).device
+        out = []
+        for g in groups:
+            p = len(g.prefix)
+            first = decoder(inputs_embeds=self._embed(torch.tensor([g.prefix], device=device)), use_cache=True)
+            kv = [(layer.keys, layer.values) for layer in first.past_key_values.layers]
+            prefix_last = first.last_hidden_state[0, -1:]
+            order = sorted(range(len(g.suffixes)), key=lambda k: -len(g.suffixes[k]))
+            hidden_of = {}
+            start = 0
+            while start < len(order):
+                width = len(g.suffixes[order[start]])
+                rows = max(1, self.batch_max_tokens // max(1, width))
+                chunk = order[start:start + rows]
+                start += len(chunk)
+                ids = torch.full((len(chunk), width), self.pad_id, dtype=torch.long)
+                mask = torch.zeros((len(chunk), p + width), dtype=torch.long)
+                mask[:, :p] = 1
+                for r, k in enumerate(chunk):
+                    n = len(g.suffixes[k])
+                    ids[r, :n] = torch.tensor(g.suffixes[k])
+                    mask[r, p:p + n] = 1
+                cache = DynamicCache(ddp_cache_data=[(k.expand(len(chunk), -1, -1, -1), v.expand(len(chunk), -1, -1, -1))
+                                                     for k, v in kv])
+                hidden = decoder(input_ids=ids.to(device), attention_mask=mask.to(device), past_key_values=cache,
+                                 position_ids=torch.arange(p, p + width, device=device).expand(len(chunk), -1),
+                                 use_cache=True).last_hidden_state
+                for r, k in enumerate(chunk):
+                    h = hidden[r, :len(g.suffixes[k])]
+                    hidden_of[k] = torch.cat([prefix_last, h]) if with_prefix_last else h
+            out += [hidden_of[k] for k in range(len(g.suffixes))]
+        return out
 
     def _unpack(self, groups):
         rows, cand = [], 0
@@ -155,13 +220,7 @@ class AnswerScorer:
         allowed |= torch.eye(width, dtype=torch.bool)  # padding rows attend to themselves (no NaN)
         dtype = output_weight(self.model).dtype
         mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
-        decoder = decoder_of(self.model)
-        embeds = decoder.get_input_embeddings()(ids.to(device))
-        if self.soft_prompt is not None:
-            n = self.soft_prompt.shape[0]
-            soft = self.soft_prompt.to(embeds.dtype).expand(len(batch), -1, -1)
-            embeds = torch.cat([soft, embeds[:, n:]], dim=1)
-        out = decoder(
-            inputs_embeds=embeds, attention_mask=mask[:, None].to(device), position_ids=pos.to(device), use_cache=False,
+        out = decoder_of(self.model)(
+            inputs_embeds=self._embed(ids.to(device)), attention_mask=mask[:, None].to(device), position_ids=pos.to(device), use_cache=False,
         )
         return out.last_hidden_state

@@ -19,7 +19,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q tests
 
 demo: $(STAMP)
-	$(PY) run_recbole_trsr.py --model=LLMTRSR,DELRec,SASRec,GRU4Rec --dataset=ml-100k --config_files="properties/demo/shared.yaml properties/demo/{model}.yaml" $(DEMO_ARGS)
+	$(PY) run_recbole_trsr.py --model=SASRec,GRU4Rec,LLMTRSR,DELRec --dataset=ml-100k --config_files="properties/demo/shared.yaml properties/demo/{model}.yaml" $(DEMO_ARGS)
 
 clean:
 	rm -rf $(VENV) saved log log_tensorboard

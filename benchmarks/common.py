@@ -35,17 +35,6 @@ def matmul_gflops(dtype=torch.bfloat16, n=1024, reps=20):
     return reps * 2 * n ** 3 / (time.perf_counter() - t) / 1e9
 
 
-def best_of(fn, repeats=3):
-    """Smallest wall time of ``repeats`` calls (after one warm-up call)."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
-
-
 def peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -55,6 +44,19 @@ def run_variant(script, variant, *args):
     out = subprocess.run([sys.executable, script, f"--variant={variant}", *args], capture_output=True, text=True,
                          check=True, cwd=ROOT)
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def variant_main(measure, report):
+    """``script --variant=V`` prints ``measure(V)`` as JSON (one isolated variant); no argument runs ``report()``."""
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--variant")
+    args = parser.parse_args()
+    if args.variant:
+        print(json.dumps(measure(args.variant)))
+    else:
+        report()
 
 
 def table(headers, rows):

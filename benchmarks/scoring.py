@@ -3,14 +3,11 @@
 
     python benchmarks/scoring.py        # SmolLM2-135M, bf16 where native; 180-token prefix, 20-token suffixes
 """
-import argparse
-import json
-import sys
 import time
 
 import torch
 
-from common import load_default_backbone, machine, matmul_gflops, peak_rss_mb, record, run_variant, table
+from common import load_default_backbone, matmul_gflops, peak_rss_mb, record, run_variant, table, variant_main
 
 USERS, CANDIDATES, PREFIX, SUFFIX = 3, 100, 180, 20
 
@@ -46,13 +43,7 @@ def measure(variant):
             "rss_after_load_mb": rss_loaded, "logits": logits.float().tolist(), "dtype": str(model.dtype)}
 
 
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--variant")
-    args = parser.parse_args()
-    if args.variant:
-        print(json.dumps(measure(args.variant)))
-        return
+def report():
     rate = matmul_gflops()
     naive, packed, kv = (run_variant(__file__, v) for v in ("naive", "packed", "kv"))
     diff = {r["variant"]: max(abs(a - b) for x, y in zip(naive["logits"], r["logits"]) for a, b in zip(x, y))
@@ -71,4 +62,4 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    variant_main(measure, report)

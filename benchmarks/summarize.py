@@ -2,12 +2,9 @@
 
     python benchmarks/summarize.py     # SmolLM2-135M, 32 ml-100k block prompts of 10 items, 32 new tokens
 """
-import argparse
-import json
-import sys
 import time
 
-from common import ROOT, load_default_backbone, peak_rss_mb, record, run_variant, table
+from common import ROOT, load_default_backbone, peak_rss_mb, record, run_variant, table, variant_main
 
 N_PROMPTS, BLOCK, NEW_TOKENS, BATCH = 32, 10, 32, 16
 
@@ -42,13 +39,7 @@ def measure(variant):
     return {"variant": variant, "per_s": len(data) / seconds, "seconds": seconds, "peak_rss_mb": peak_rss_mb()}
 
 
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--variant")
-    args = parser.parse_args()
-    if args.variant:
-        print(json.dumps(measure(args.variant)))
-        return
+def report():
     one, batched = run_variant(__file__, "one-by-one"), run_variant(__file__, f"batched-{BATCH}")
     rows = [[r["variant"], f"{r['per_s']:.2f}", f"{r['seconds']:.1f}", f"{r['peak_rss_mb']:.0f}"] for r in (one, batched)]
     text = table(["summarization", "summaries/s", "seconds", "peak RSS MB"], rows)
@@ -59,4 +50,4 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    variant_main(measure, report)

@@ -2,14 +2,11 @@
 
     python benchmarks/train.py     # SmolLM2-135M + LoRA r=8; one step over 16 rows of 100..420 tokens
 """
-import argparse
-import json
-import sys
 import time
 
 import torch
 
-from common import load_default_backbone, peak_rss_mb, record, run_variant, table
+from common import load_default_backbone, peak_rss_mb, record, run_variant, table, variant_main
 
 ROWS, FIXED_LENGTH, BATCH_TOKENS = 16, 448, 2048
 
@@ -51,13 +48,7 @@ def measure(variant):
     return {"variant": variant, "tokens_per_s": tokens / seconds, "seconds": seconds, "peak_rss_mb": peak_rss_mb()}
 
 
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--variant")
-    args = parser.parse_args()
-    if args.variant:
-        print(json.dumps(measure(args.variant)))
-        return
+def report():
     fixed, bucketed = run_variant(__file__, "fixed"), run_variant(__file__, "bucketed")
     rows = [[r["variant"], f"{r['tokens_per_s']:.0f}", f"{r['seconds']:.1f}", f"{r['peak_rss_mb']:.0f}"] for r in (fixed, bucketed)]
     text = table(["padding", "real tokens/s", "seconds per pass", "peak RSS MB"], rows)
@@ -69,4 +60,4 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    variant_main(measure, report)

@@ -14,8 +14,7 @@ import logging
 import os
 import re
 
-from dataset_converters.common import (Problems, add_common_args, clean_text, k_core, print_summary, read_lines,
-                                       write_dataset)
+from dataset_converters.common import Problems, add_common_args, clean_text, finish, read_lines
 
 PRODUCT_COLUMNS = ["id", "locale", "title", "price", "brand", "color", "size", "model", "material", "author", "desc"]
 SESSION_COLUMNS = ["prev_items", "next_item", "locale"]
@@ -119,19 +118,13 @@ def convert(input_dir, output, name="amazon-m2", locales=None, strict=False, use
             sequences[f"s{line_no}"] = seq
         else:
             problems("session with no known item", where)
-    before = sum(len(s) for s in sequences.values())
-    sequences = k_core(sequences, user_core, item_core)
-
     def item_rows():
         for key, values in products.items():
             yield [key] + values
 
     header = ["item_id:token"] + [f"{f}:token_seq" for f in TEXT_FIELDS] + ["price:float"]
-    counts = write_dataset(output, name, sequences, header, item_rows)
-    extra = {"products outside --locales": filtered["products"], "sessions outside --locales": filtered["sessions"],
-             "interactions removed by k-core": before - counts[2]}
-    print_summary(name, counts, problems, extra)
-    return counts, problems.report()
+    extra = {"products outside --locales": filtered["products"], "sessions outside --locales": filtered["sessions"]}
+    return finish(output, name, sequences, header, item_rows, problems, extra, user_core, item_core)
 
 
 def main(argv=None):

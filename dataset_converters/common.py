@@ -2,7 +2,7 @@
 import logging
 import os
 import sys
-from collections import Counter, defaultdict
+from collections import Counter
 
 logger = logging.getLogger("dataset_converters")
 
@@ -97,6 +97,15 @@ def write_dataset(output, name, sequences, item_header, item_rows):
     return len(sequences), len(used), sum(len(s) for s in sequences.values())
 
 
+def finish(output, name, sequences, item_header, item_rows, problems, extra, user_core=0, item_core=0):
+    """k-core filter (when asked), write the atomic files, print the summary; return (counts, problems)."""
+    before = sum(len(s) for s in sequences.values())
+    sequences = k_core(sequences, user_core, item_core)
+    counts = write_dataset(output, name, sequences, item_header, item_rows)
+    print_summary(name, counts, problems, dict(extra, **{"interactions removed by k-core": before - counts[2]}))
+    return counts, problems.report()
+
+
 def print_summary(name, counts, problems, extra=None):
     users, items, inters = counts
     lines = [f"{name}: {users} users, {items} items, {inters} interactions"]
@@ -113,7 +122,3 @@ def add_common_args(parser):
     parser.add_argument("--strict", action="store_true", help="fail on the first malformed row")
     parser.add_argument("--user-core", type=int, default=0, help="k-core: keep users with >= K interactions")
     parser.add_argument("--item-core", type=int, default=0, help="k-core: keep items with >= K interactions")
-
-
-def group_counter():
-    return defaultdict(list)

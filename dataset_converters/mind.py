@@ -13,8 +13,7 @@ import logging
 import os
 from datetime import datetime
 
-from dataset_converters.common import (Problems, add_common_args, clean_text, k_core, print_summary, read_lines,
-                                       write_dataset)
+from dataset_converters.common import Problems, add_common_args, clean_text, finish, read_lines
 
 NEWS_COLUMNS = 8  # id, category, subcategory, title, abstract, url, title_entities, abstract_entities
 BEHAVIOR_COLUMNS = 5  # impression_id, user_id, time, history, impressions
@@ -107,20 +106,14 @@ def convert(input_dir, output, name="mind", strict=False, user_core=0, item_core
     news = read_news(os.path.join(input_dir, "news.tsv"), problems)
     users, merged = read_behaviors(os.path.join(input_dir, "behaviors.tsv"), news, problems)
     sequences, in_history = to_sequences(users)
-    before = sum(len(s) for s in sequences.values())
-    sequences = k_core(sequences, user_core, item_core)
-    after = sum(len(s) for s in sequences.values())
 
     def item_rows():
         for nid, (title, abstract, category, subcategory) in news.items():
             yield nid, title, abstract, category, subcategory
 
     header = ["item_id:token", "title:token_seq", "abstract:token_seq", "category:token", "subcategory:token"]
-    counts = write_dataset(output, name, sequences, header, item_rows)
-    extra = {"clicks already in the history (kept once)": in_history, "repeated clicks (kept once)": merged,
-             "interactions removed by k-core": before - after}
-    print_summary(name, counts, problems, extra)
-    return counts, problems.report()
+    extra = {"clicks already in the history (kept once)": in_history, "repeated clicks (kept once)": merged}
+    return finish(output, name, sequences, header, item_rows, problems, extra, user_core, item_core)
 
 
 def main(argv=None):

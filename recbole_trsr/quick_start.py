@@ -46,6 +46,9 @@ def run(model, dataset, config_file_list=None, config_dict=None, argv=None, save
         train_data, valid_data, saved=saved, show_progress=config["show_progress"]
     )
     test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
+    if hasattr(net, "decision_counts"):
+        result["decisions"] = net.decision_counts()
+        logger.info(set_color("decisions", "yellow") + f" (truncations, fallbacks, skips): {result['decisions']}")
     logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
     logger.info(set_color("test result", "yellow") + f": {test_result}")
     result.update(
@@ -65,12 +68,24 @@ def compare(models, dataset, config_file_list=None, config_dict=None, argv=None,
     A config file path containing ``{model}`` is per model: it is formatted with the model's
     name and used only where that file exists (e.g. ``properties/demo/{model}.yaml``).
     """
-    results = []
+    results, checkpoints = [], {}
     for m in models:
         files = [f.format(model=m) for f in config_file_list or []]
         files = [f for f in files if os.path.isfile(f) or f in (config_file_list or [])]
-        results.append(run(m, dataset, files, config_dict, argv))
+        results.append(run(m, dataset, files, _reuse_sr_checkpoint(m, dataset, files, config_dict, argv, checkpoints), argv))
+        checkpoints[m] = results[-1]["checkpoint"]
     return results, format_table(results, k)
+
+
+def _reuse_sr_checkpoint(model, dataset, files, config_dict, argv, checkpoints):
+    """DELRec in a comparison distils the SR model trained earlier in the same comparison (same
+    split and data), unless a checkpoint is configured; otherwise it trains its own."""
+    if model != "DELRec":
+        return config_dict
+    config = TRSRConfig(model, dataset, files, config_dict, argv)
+    if config["delrec_sr_checkpoint"] or not checkpoints.get(config["delrec_sr_model"]):
+        return config_dict
+    return dict(config_dict or {}, delrec_sr_checkpoint=checkpoints[config["delrec_sr_model"]])
 
 
 def format_table(results, k=10):
@@ -82,6 +97,26 @@ def format_table(results, k=10):
         cells = [f"{test[f'{m}@{k}']:.4f}" if f"{m}@{k}" in test else "n/a" for m in METRIC_COLUMNS]
         rows.append(f"| {r['model']} | " + " | ".join(cells) + f" | {r['wall_time_s']:.1f} |")
     return "\n".join(rows)
+
+
+def main(argv):
+    """The command line of ``run_recbole_trsr.py`` (RecBole's conventions, see its docstring)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Run recbole-trsr or RecBole models (RecBole's command line).")
+    parser.add_argument("--model", "-m", default="LLMTRSR", help="model name, or a comma-separated list to compare")
+    parser.add_argument("--dataset", "-d", default="ml-100k")
+    parser.add_argument("--config_files", default=None, help='space-separated YAML files, e.g. "a.yaml b.yaml"')
+    args, _ = parser.parse_known_args(argv)
+    own = ("--model", "-m", "--dataset", "-d", "--config_files")
+    overrides = [a for a in argv if a.split("=")[0] not in own]
+    config_files = args.config_files.strip().split(" ") if args.config_files else None
+    models = [m for m in args.model.split(",") if m]
+    if len(models) == 1:
+        run(models[0], args.dataset, config_files, argv=overrides)
+        return
+    _, table = compare(models, args.dataset, config_files, argv=overrides)
+    print(table)
 
 
 def _reset_root_logger():

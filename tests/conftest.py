@@ -1,5 +1,4 @@
 """Shared fixtures: a 60-user slice of ml-100k written to a temp dir, and a tiny random LLM."""
-import os
 from pathlib import Path
 
 import pytest
@@ -56,8 +55,6 @@ def data_root(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_llm(tmp_path_factory):
-    from recbole_trsr.config import TRSRConfig  # noqa: F401  (RecBole's numpy aliases)
-
     corpus = (ML100K / "ml-100k.item").read_text(encoding="utf-8").splitlines()
     corpus += [open(Path(__file__).resolve().parent.parent / "properties" / "model" / "LLMTRSR.yaml").read()]
     return write_tiny_llm(tmp_path_factory.mktemp("tiny_llm"), corpus)

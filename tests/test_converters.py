@@ -73,7 +73,6 @@ def test_mind_output_loads_in_recbole_with_text(tmp_path):
     table = ItemTextTable.from_dataset(dataset)
     internal = dataset.token2id("item_id", "N1")
     assert table[internal] == "Title One (sports, football)"
-    hist = dataset.user_histories if hasattr(dataset, "user_histories") else None
     dataset.build()
     u1 = dataset.token2id("user_id", "U1")
     assert dataset.id2token("item_id", dataset.user_histories.items_before(u1, 4)).tolist() == ["N1", "N2", "N3", "N4"]
@@ -172,3 +171,23 @@ def test_interrupted_write_leaves_no_half_file(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         mind.convert(tmp_path / "raw", tmp_path / "out", "mind")
     assert calls and list((tmp_path / "out" / "mind").iterdir()) == []
+
+
+def test_amazon_converted_data_runs_sasrec_and_llmtrsr(tmp_path, tiny_llm):
+    rng = random.Random(1)
+    products = "id,locale,title,price,brand,color,size,model,material,author,desc\n" + "".join(
+        f"P{k},UK,Product {k},{k}.5,Brand{k % 5},color{k % 3},,,,,desc {k}\n" for k in range(30))
+    sessions = "prev_items,next_item,locale\n" + "".join(
+        "\"[" + " ".join(f"'P{rng.randrange(30)}'" for _ in range(6)) + f"]\",P{rng.randrange(30)},UK\n" for _ in range(25))
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "products_train.csv").write_text(products)
+    (raw / "sessions_train.csv").write_text(sessions)
+    amazon_m2.convert(raw, tmp_path / "out", "amazon-m2")
+    cfg = base_config(tmp_path / "out", tmp_path, load_col={"inter": ["user_id", "item_id", "timestamp"]},
+                      ITEM_TEXT_FIELDS=["title", "brand", "color"])
+    assert 0 <= run("SASRec", "amazon-m2", config_dict=cfg)["test_result"]["ndcg@10"] <= 1
+    llm = llm_config(tmp_path / "out", tmp_path, tiny_llm, subset_users=None, subset_history=None,
+                     load_col={"inter": ["user_id", "item_id", "timestamp"]},
+                     ITEM_TEXT_FIELDS=["title", "brand", "color"], item_text_format=None)
+    assert 0 <= run("LLMTRSR", "amazon-m2", config_dict=llm)["test_result"]["ndcg@10"] <= 1

@@ -105,3 +105,29 @@ def test_delrec_end_to_end_trains_its_sr_model(data_root, tmp_path, tiny_llm):
     assert any(n.startswith("SASRec-") for n in saved)  # stage 0 trained and saved the SR model
     adapter = next(p for p in (tmp_path / "saved").iterdir() if p.name.endswith(".adapter"))
     assert (adapter / "soft_prompt.safetensors").is_file() and (adapter / "adapter_config.json").is_file()
+    stage1 = next(p for p in (tmp_path / "saved").iterdir() if p.name.endswith(".soft_prompt.safetensors"))
+    assert stage1.stat().st_size < 10_000  # L x hidden floats, nothing of the LLM
+
+
+def test_soft_prompt_file_roundtrip(built, tmp_path):
+    _, model, _, _ = built
+    with torch.no_grad():
+        model.soft_prompt.mul_(3.0)
+    model.save_soft_prompt(tmp_path / "sp.safetensors")
+    expected = model.soft_prompt.detach().clone()
+    with torch.no_grad():
+        model.soft_prompt.zero_()
+    model.load_soft_prompt(tmp_path / "sp.safetensors")
+    assert torch.equal(model.soft_prompt, expected)
+
+
+def test_compare_hands_the_trained_sasrec_to_delrec(data_root, tmp_path, tiny_llm):
+    from recbole_trsr.quick_start import compare
+
+    cfg = delrec_config(data_root, tmp_path, tiny_llm, hidden_size=16, inner_size=32)
+    results, table = compare(["SASRec", "DELRec"], DATASET, config_dict=cfg)
+    assert [r["model"] for r in results] == ["SASRec", "DELRec"] and "| DELRec |" in table
+    sasrec_ckpts = [p for p in (tmp_path / "saved").iterdir() if p.name.startswith("SASRec-") and p.suffix == ".pth"]
+    assert len(sasrec_ckpts) == 1  # DELRec reused it instead of training another
+    log = next((tmp_path / "log" / "DELRec").glob("*.log")).read_text()
+    assert f"loaded from {results[0]['checkpoint']}" in log

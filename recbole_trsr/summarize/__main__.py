@@ -2,7 +2,7 @@
 precompute (or resume) the summaries of a dataset, then exit."""
 import sys
 
-from run_recbole_trsr import main
+from recbole_trsr.quick_start import main
 
 if __name__ == "__main__":
     argv = sys.argv[1:]

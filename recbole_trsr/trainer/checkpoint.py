@@ -7,9 +7,42 @@ torch's safe loader; nothing in the plugin ever calls ``torch.load(weights_only=
 A model that defines ``checkpoint_state_dict()`` / ``load_checkpoint_state_dict()`` (the LLM
 models: adapter and other trainable weights only) stores just that instead of its full state.
 """
+import os
+
 import torch
+import yaml
 
 FORMAT = "recbole-trsr/1"
+_PRIMITIVES = (str, int, float, bool, type(None))
+
+
+def plain_config(config):
+    """The config's values that are plain data (safe to store and to load with weights_only)."""
+
+    def plain(value):
+        if isinstance(value, _PRIMITIVES):
+            return True
+        if isinstance(value, (list, tuple)):
+            return all(plain(v) for v in value)
+        if isinstance(value, dict):
+            return all(isinstance(k, str) and plain(v) for k, v in value.items())
+        return False
+
+    return {k: v for k, v in config.final_config_dict.items() if plain(v)}
+
+
+def architecture_overrides(stored_config, model_name):
+    """From a checkpoint's stored config, the keys that shape ``model_name``'s weights: those of
+    its model YAMLs (RecBole's and the plugin's) and MAX_ITEM_LIST_LENGTH."""
+    from recbole_trsr import PROPERTIES_DIR
+
+    recbole_yaml = os.path.join(os.path.dirname(__import__("recbole").__file__), "properties", "model", f"{model_name}.yaml")
+    keys = {"MAX_ITEM_LIST_LENGTH"}
+    for path in (recbole_yaml, PROPERTIES_DIR / "model" / f"{model_name}.yaml"):
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8") as f:
+                keys |= set(yaml.safe_load(f) or {})
+    return {k: stored_config[k] for k in keys if k in stored_config}
 
 
 def model_state(model):
@@ -31,7 +64,7 @@ def save_checkpoint(path, model, optimizer, config, epoch, cur_step, best_valid_
     """Write a checkpoint that ``torch.load(..., weights_only=True)`` can read."""
     state = {
         "format": FORMAT,
-        "config": {"model": str(config["model"]), "dataset": str(config["dataset"])},
+        "config": plain_config(config),
         "epoch": int(epoch),
         "cur_step": int(cur_step),
         "best_valid_score": float(best_valid_score),

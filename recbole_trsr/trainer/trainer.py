@@ -120,6 +120,10 @@ class DELRecTrainer(LLMTrainer):
         for epoch in range(config["delrec_stage1_epochs"]):
             loss = self._train_epoch(train_data, epoch, loss_func=model.distill_loss, show_progress=show_progress)
             self.logger.info(f"DELRec stage 1 (soft prompt) epoch {epoch}: loss {loss:.4f}")
+        if saved:
+            path = self.saved_model_file + ".soft_prompt.safetensors"
+            model.save_soft_prompt(path)
+            self.logger.info(f"DELRec stage 1 soft prompt saved: {path}")
         model.set_stage("recommend")
         self.optimizer = self._build_optimizer()
         return super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
@@ -127,16 +131,19 @@ class DELRecTrainer(LLMTrainer):
     def _sr_model(self, train_data, valid_data, show_progress):
         from recbole_trsr.config import TRSRConfig
         from recbole_trsr.registry import get_model, get_trainer
-        from recbole_trsr.trainer.checkpoint import load_checkpoint, restore_model_state
+        from recbole_trsr.trainer.checkpoint import architecture_overrides, load_checkpoint, restore_model_state
 
         name, path = self.config["delrec_sr_model"], self.config["delrec_sr_checkpoint"]
         overrides = {k: self.config[k] for k in ("seed", "device", "eval_args", "metrics", "topk", "valid_metric",
                                                  "checkpoint_dir", "MAX_ITEM_LIST_LENGTH")}
         overrides.update(self.config["delrec_sr_config"] or {})
+        state = load_checkpoint(path, self.device) if path else None
+        if state is not None:
+            overrides.update(architecture_overrides(state["config"], name))
         sr_config = TRSRConfig(name, self.config["dataset"], config_dict=overrides)
         sr_model = get_model(name)(sr_config, train_data._dataset).to(self.device)
-        if path:
-            restore_model_state(sr_model, load_checkpoint(path, self.device)["state_dict"])
+        if state is not None:
+            restore_model_state(sr_model, state["state_dict"])
             self.logger.info(f"DELRec: SR model {name} loaded from {path}")
             return sr_model
         self.logger.info(f"DELRec: training the SR model {name} first (no delrec_sr_checkpoint given)")

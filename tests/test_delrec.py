@@ -101,6 +101,10 @@ def test_predictions_finite_and_checkpoint_roundtrip(built, data_root, tmp_path,
 def test_delrec_end_to_end_trains_its_sr_model(data_root, tmp_path, tiny_llm):
     result = run("DELRec", DATASET, config_dict=delrec_config(data_root, tmp_path, tiny_llm))
     assert 0.0 <= result["test_result"]["ndcg@10"] <= 1.0
+    full = run("DELRec", DATASET, config_dict=delrec_config(
+        data_root, tmp_path / "full", tiny_llm, full_sort_top_m=8,
+        eval_args={"split": {"LS": "valid_and_test"}, "order": "TO", "group_by": "user", "mode": "full"}))
+    assert 0.0 <= full["test_result"]["recall@10"] <= 1.0
     saved = sorted(p.name for p in (tmp_path / "saved").iterdir())
     assert any(n.startswith("SASRec-") for n in saved)  # stage 0 trained and saved the SR model
     adapter = next(p for p in (tmp_path / "saved").iterdir() if p.name.endswith(".adapter"))

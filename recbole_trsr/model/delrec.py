@@ -1,6 +1,5 @@
 """DELRec (Zhang et al., arXiv 2406.11156): distil a conventional SR model's patterns into soft
 prompts, then fine-tune the LLM with AdaLoRA to recommend with them."""
-import logging
 import math
 
 import torch
@@ -13,9 +12,8 @@ from recbole_trsr.data import HISTORY_POSITION_FIELD, ItemTextTable
 from recbole_trsr.llm.backbone import load_backbone
 from recbole_trsr.llm.scoring import AnswerScorer, Group
 from recbole_trsr.model.own_weights import OwnWeightsCheckpointMixin
+from recbole_trsr.model.retriever import rerank_top_m
 from recbole_trsr.prompt import PromptBuilder
-
-logger = logging.getLogger(__name__)
 
 ADAPTER_MARKERS = ("lora_", "ranknum")
 
@@ -45,6 +43,7 @@ class DELRec(OwnWeightsCheckpointMixin, SequentialRecommender):
         self.sr_top_k = config["delrec_sr_top_k"]
         self.ta_weight, self.rps_weight = config["delrec_ta_weight"], config["delrec_rps_weight"]
         self.soft_len = config["soft_prompt_length"]
+        self.full_sort_top_m = config["full_sort_top_m"]
         self.sr_model = None
         self.stage = "recommend"
 
@@ -155,11 +154,21 @@ class DELRec(OwnWeightsCheckpointMixin, SequentialRecommender):
         groups, _ = self._groups(interaction, [[t] for t in interaction[self.POS_ITEM_ID].tolist()])
         return -self.scorer.suffix_log_likelihood(groups).mean()
 
+    def _likelihoods(self, interaction, candidates_per_row):
+        """[rows, candidates] log-likelihood scores, in row order."""
+        groups, order = self._groups(interaction, candidates_per_row)
+        scores = self.scorer.suffix_log_likelihood(groups).view(len(order), -1)
+        return torch.empty_like(scores).index_copy_(0, torch.tensor(order, device=scores.device), scores)
+
     @torch.no_grad()
     def predict(self, interaction):
-        groups, order = self._groups(interaction, [[i] for i in interaction[self.ITEM_ID].tolist()])
-        scores = self.scorer.suffix_log_likelihood(groups)
-        return torch.empty_like(scores).index_copy_(0, torch.tensor(order, device=scores.device), scores)
+        return self._likelihoods(interaction, [[i] for i in interaction[self.ITEM_ID].tolist()]).view(-1)
+
+    @torch.no_grad()
+    def full_sort_predict(self, interaction):
+        """The SR model's top ``full_sort_top_m`` items, reranked by their likelihood as the answer."""
+        return rerank_top_m(self.sr_model.full_sort_predict(interaction), self.full_sort_top_m,
+                            lambda top: self._likelihoods(interaction, top.tolist()), f"SR model {type(self.sr_model).__name__}")
 
     def decision_counts(self):
         """Every logged, counted decision of this run (prompt cuts, text fallbacks, skipped TA examples)."""

@@ -1,6 +1,4 @@
 """LLM-TRSR (Zheng et al., WWW 2024): block summaries + a LoRA-tuned LLM answering Yes/No."""
-import logging
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -12,12 +10,10 @@ from recbole_trsr.data import HISTORY_POSITION_FIELD, ItemTextTable
 from recbole_trsr.llm.backbone import load_backbone
 from recbole_trsr.llm.scoring import AnswerScorer, Group
 from recbole_trsr.model.own_weights import OwnWeightsCheckpointMixin
-from recbole_trsr.model.retriever import build_retriever
+from recbole_trsr.model.retriever import build_retriever, rerank_top_m
 from recbole_trsr.prompt import PromptBuilder, answer_token_id
 from recbole_trsr.summarize.pipeline import precompute_summaries
 from recbole_trsr.summarize.segment import recent_window
-
-logger = logging.getLogger(__name__)
 
 
 class LLMTRSR(OwnWeightsCheckpointMixin, SequentialRecommender):
@@ -108,22 +104,15 @@ class LLMTRSR(OwnWeightsCheckpointMixin, SequentialRecommender):
 
     @torch.no_grad()
     def full_sort_predict(self, interaction):
-        first = self.retriever(interaction).float().clone()
-        first[:, 0] = -torch.inf
-        top = first.topk(min(self.full_sort_top_m, self.n_items - 1), dim=1).indices
         users = interaction[self.USER_ID].tolist()
         positions = interaction[HISTORY_POSITION_FIELD].long().tolist()
-        m = top.shape[1]
-        llm = self._score([u for u in users for _ in range(m)], [p for p in positions for _ in range(m)],
-                          top.flatten().tolist()).view(len(users), m)
-        # Items outside the top M keep the retriever's order, below every reranked item.
-        out = first - first.max(dim=1, keepdim=True).values - 1e4
-        out.scatter_(1, top, llm.to(out.dtype))
-        if not getattr(self, "_logged_full_sort", False):
-            logger.info("full_sort_predict: retriever %s proposes the top %d items, the LLM reranks them; "
-                        "the other items keep the retriever's order", self.retriever.name, m)
-            self._logged_full_sort = True
-        return out
+
+        def score_top(top):
+            m = top.shape[1]
+            rows = [(u, p) for u, p in zip(users, positions) for _ in range(m)]
+            return self._score([u for u, _ in rows], [p for _, p in rows], top.flatten().tolist()).view_as(top)
+
+        return rerank_top_m(self.retriever(interaction), self.full_sort_top_m, score_top, f"retriever {self.retriever.name}")
 
     def decision_counts(self):
         """Every logged, counted decision of this run (prompt cuts, text fallbacks, cache repairs)."""

@@ -45,6 +45,24 @@ class CheckpointRetriever(torch.nn.Module):
         return self.model.full_sort_predict(interaction)
 
 
+_announced = set()
+
+
+def rerank_top_m(first_stage, top_m, score_top, describe):
+    """Two-stage ``full_sort_predict``: ``score_top(top)`` ([B, M] item ids -> [B, M] scores) reranks
+    the first stage's top M items; every other item keeps the first stage's order, below them."""
+    first = first_stage.float().clone()
+    first[:, 0] = -torch.inf
+    top = first.topk(min(top_m, first.shape[1] - 1), dim=1).indices
+    out = first - first.max(dim=1, keepdim=True).values - 1e4
+    out.scatter_(1, top, score_top(top).to(out.dtype))
+    if describe not in _announced:
+        logger.info("full_sort_predict: %s proposes the top %d items, the LLM reranks them; "
+                    "the other items keep its order", describe, top.shape[1])
+        _announced.add(describe)
+    return out
+
+
 def build_retriever(spec, dataset):
     """``pop`` or ``{model: SASRec, checkpoint: path}``."""
     if spec in (None, "pop"):

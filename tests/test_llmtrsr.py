@@ -166,6 +166,7 @@ def test_end_to_end_run_sampled_and_full(data_root, tmp_path, tiny_llm):
     for metric in ("recall@10", "mrr@10", "ndcg@10"):
         assert 0.0 <= result["test_result"][metric] <= 1.0
     assert load_checkpoint(result["checkpoint"])["config"]["model"] == "LLMTRSR"
+    assert {"item_text_fallback", "summary_prompts_cut", "summary_store_unreadable_records"} <= set(result["decisions"])
     full = run("LLMTRSR", DATASET, config_dict=llm_config(
         data_root, tmp_path, tiny_llm, full_sort_top_m=15,
         eval_args={"split": {"LS": "valid_and_test"}, "order": "TO", "group_by": "user", "mode": "full"}))
@@ -184,3 +185,29 @@ def test_full_sort_with_a_trained_sasrec_retriever(data_root, tmp_path, tiny_llm
     assert 0.0 <= full["test_result"]["recall@10"] <= 1.0
     log = next((tmp_path / "log" / "LLMTRSR").glob("*.log")).read_text()
     assert "retriever SASRec:" in log and "reranks them" in log
+
+
+def test_popularity_retriever_counts_training_interactions_only(built):
+    from collections import Counter
+
+    from recbole_trsr.model.retriever import PopularityRetriever
+
+    _, model, train, _, _ = built
+    hist = model.histories
+    expected = Counter()
+    for u in hist.users():
+        expected.update(hist.items_before(u, hist.length(u) - 2).tolist())  # valid and test items excluded
+    counts = PopularityRetriever(train._dataset).counts
+    assert {i: int(counts[i]) for i in expected} == dict(expected)
+    assert int(counts[1:].sum()) == sum(expected.values())
+
+
+def test_over_long_summarizer_prompts_are_cut_and_counted(tiny_llm):
+    from recbole_trsr.summarize.summarizer import LLMGenerator
+
+    backbone = load_backbone(str(tiny_llm), dtype="float32")
+    gen = LLMGenerator(backbone.model, backbone.tokenizer, max_new_tokens=3, max_prompt_tokens=12)
+    side = backbone.tokenizer.truncation_side
+    out = gen(["short", "a much longer prompt " * 10])
+    assert len(out) == 2 and gen.n_truncated == 1 and gen.n_calls == 2
+    assert backbone.tokenizer.truncation_side == side

@@ -7,13 +7,20 @@ logger = logging.getLogger(__name__)
 
 
 class PopularityRetriever(torch.nn.Module):
-    """Scores every item by its number of training interactions."""
+    """Scores every item by its number of training interactions: per user, the history up to and
+    including its last training target (never the validation or test items that follow)."""
 
     def __init__(self, dataset):
         super().__init__()
+        from recbole_trsr.data import HISTORY_POSITION_FIELD
+
+        last = {}
+        for u, p in zip(dataset.inter_feat[dataset.uid_field].tolist(), dataset.inter_feat[HISTORY_POSITION_FIELD].tolist()):
+            last[u] = max(last.get(u, -1), int(p))
+        hist = dataset.user_histories
+        items = [i for u, p in last.items() for i in hist.items_before(u, p + 1).tolist()]
         counts = torch.zeros(dataset.item_num)
-        items = dataset.user_histories.items
-        counts.index_add_(0, torch.as_tensor(items), torch.ones(len(items)))
+        counts.index_add_(0, torch.as_tensor(items, dtype=torch.long), torch.ones(len(items)))
         counts[0] = -1.0
         self.register_buffer("counts", counts, persistent=False)
         self.name = "pop"

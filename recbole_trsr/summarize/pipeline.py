@@ -21,6 +21,7 @@ class SummaryLookup:
         self.roots = roots
         self.recent_items = recent_items
         self.block_size = block_size
+        self.prompts_cut = 0  # summarizer prompts cut to summary_prompt_max_tokens
 
     def blocks_covered(self, position):
         return summary_block_count(position, self.recent_items, self.block_size)
@@ -84,4 +85,6 @@ def precompute_summaries(config, backbone, item_text, dataset, generate=None):
         prefixes = {summary_block_count(p, recent, block_size) for p in positions}
         requests.append((user, histories.items_before(user, histories.length(user)), prefixes))
     roots = summarizer.summarize(requests)
-    return SummaryLookup(store, roots, recent, block_size)
+    lookup = SummaryLookup(store, roots, recent, block_size)
+    lookup.prompts_cut = getattr(generate, "n_truncated", 0)
+    return lookup

@@ -28,15 +28,17 @@ class LLMGenerator:
     def __call__(self, prompts):
         tok = self.tokenizer
         texts = [self.head + p + self.tail for p in prompts]
-        side = tok.padding_side
+        side, cut_side = tok.padding_side, tok.truncation_side
         tok.padding_side = "left"
         try:
-            enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=True,
-                      truncation=True, max_length=self.max_prompt_tokens)
+            enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=True)
+            over = int((enc["attention_mask"].sum(dim=1) > self.max_prompt_tokens).sum())
+            if over:  # rare: tokenize again, cut to the budget (keeps the instruction at the end)
+                tok.truncation_side = "left"
+                enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=True,
+                          truncation=True, max_length=self.max_prompt_tokens)
         finally:
-            tok.padding_side = side
-        lengths = [len(tok(t, add_special_tokens=True)["input_ids"]) for t in texts]
-        over = sum(n > self.max_prompt_tokens for n in lengths)
+            tok.padding_side, tok.truncation_side = side, cut_side
         if over:
             self.n_truncated += over
             logger.warning("summarizer: %d prompts over %d tokens were cut (counted)", over, self.max_prompt_tokens)

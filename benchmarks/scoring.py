@@ -51,9 +51,8 @@ def report():
     rows = [[r["variant"], f"{r['prompts_per_s']:.1f}", f"{r['prompts_per_s'] / naive['prompts_per_s']:.1f}x",
              f"{r['gflops']:.0f}", f"{r['gflops'] / rate:.0%}", f"{r['peak_rss_mb']:.0f}",
              f"{r['peak_rss_mb'] - r['rss_after_load_mb']:.0f}"] for r in (naive, packed, kv)]
-    shared = kv
     text = table(["scoring", "prompts/s", "vs naive", "useful GFLOP/s", "of bf16 matmul rate", "peak RSS MB", "RSS above loaded model MB"], rows)
-    speedup = shared["prompts_per_s"] / naive["prompts_per_s"]
+    speedup = kv["prompts_per_s"] / naive["prompts_per_s"]
     text += (f"\n\n{USERS} users x {CANDIDATES} candidates, prefix {PREFIX} + suffix {SUFFIX} tokens, {naive['dtype']}; "
              f"machine bf16 matmul rate {rate:.0f} GFLOP/s; useful FLOPs = 2 x non-embedding params x tokens each "
              f"way needs; max |Yes/No logit difference| vs naive: packed {diff['packed']:.3g}, kv {diff['kv']:.3g} (bf16)\n\nspeedup: {speedup:.1f}x")

@@ -34,6 +34,16 @@ class UserHistories:
         return [u for u in range(len(self)) if self.length(u) > 0]
 
 
+def training_positions(dataset):
+    """``{user: sorted history positions of its examples}`` for a (training) split's dataset."""
+    users = dataset.inter_feat[dataset.uid_field].tolist()
+    positions = dataset.inter_feat[HISTORY_POSITION_FIELD].long().tolist()
+    out = {}
+    for u, p in zip(users, positions):
+        out.setdefault(int(u), []).append(int(p))
+    return {u: sorted(ps) for u, ps in out.items()}
+
+
 class TRSRSequentialDataset(SequentialDataset):
     """``SequentialDataset`` that keeps what a text-rich sequential model needs.
 

@@ -12,13 +12,10 @@ class PopularityRetriever(torch.nn.Module):
 
     def __init__(self, dataset):
         super().__init__()
-        from recbole_trsr.data import HISTORY_POSITION_FIELD
+        from recbole_trsr.data import training_positions
 
-        last = {}
-        for u, p in zip(dataset.inter_feat[dataset.uid_field].tolist(), dataset.inter_feat[HISTORY_POSITION_FIELD].tolist()):
-            last[u] = max(last.get(u, -1), int(p))
         hist = dataset.user_histories
-        items = [i for u, p in last.items() for i in hist.items_before(u, p + 1).tolist()]
+        items = [i for u, ps in training_positions(dataset).items() for i in hist.items_before(u, ps[-1] + 1).tolist()]
         counts = torch.zeros(dataset.item_num)
         counts.index_add_(0, torch.as_tensor(items, dtype=torch.long), torch.ones(len(items)))
         counts[0] = -1.0

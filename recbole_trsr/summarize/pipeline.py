@@ -1,9 +1,7 @@
 """Precomputing the summaries a dataset's examples need, and looking them up by example."""
 import logging
 
-import numpy as np
-
-from recbole_trsr.data.dataset import HISTORY_POSITION_FIELD
+from recbole_trsr.data.dataset import training_positions
 from recbole_trsr.summarize.segment import summary_block_count
 from recbole_trsr.summarize.store import SummaryStore
 from recbole_trsr.summarize.summarizer import LLMGenerator, Summarizer
@@ -41,15 +39,10 @@ def needed_positions(dataset):
     """Per user, the target positions the model will see: its training examples and every
     later position (validation and test examples of a time-ordered split)."""
     histories = dataset.user_histories
-    users = dataset.inter_feat[dataset.uid_field].numpy()
-    positions = dataset.inter_feat[HISTORY_POSITION_FIELD].numpy().astype(np.int64)
-    last_train = {}
-    wanted = {}
-    for u, p in zip(users, positions):
-        wanted.setdefault(int(u), set()).add(int(p))
-        last_train[int(u)] = max(last_train.get(int(u), -1), int(p))
+    trained = training_positions(dataset)
+    wanted = {u: set(ps) for u, ps in trained.items()}
     for u in histories.users():
-        start = last_train.get(u, 0) + 1
+        start = trained[u][-1] + 1 if u in trained else 1
         wanted.setdefault(u, set()).update(range(start, histories.length(u)))
     return wanted
 

@@ -1,21 +1,44 @@
-"""recbole-trsr: LLM-based text-rich sequential recommendation as a RecBole plugin."""
+"""recbole-trsr: LLM-based text-rich sequential recommendation as a RecBole plugin.
+
+Install RecBole itself first, without its dependencies (its metadata pins ray<=2.6.3, which has
+no wheels for Python >= 3.12; ray serves only RecBole's hyper-parameter search, which the plugin
+never imports):
+
+    pip install --no-deps recbole==1.2.1
+    pip install -e .
+
+RecBole's real runtime requirements (all of its list but ray) are listed here instead. Ranges are
+what the code needs; requirements.lock holds the exact set CI tests (see README "Compatibility").
+"""
 from setuptools import find_packages, setup
 
-# Ranges here are what the code needs; requirements.lock holds the exact set the
-# project is tested with. The upper bounds are RecBole 1.2.1's, see README "Pinned versions".
-install_requires = [
-    "recbole==1.2.1",
-    "numpy>=1.23,<2",  # RecBole's Config assigns np.float_ etc., removed in numpy 2
-    "pandas>=1.5,<3",  # pandas 3 needs numpy 2
-    "scipy<1.14",  # last releases built for numpy 1
-    "setuptools<81",  # ray<=2.6.3 (pinned by RecBole) imports pkg_resources
+RECBOLE_RUNTIME = [  # recbole 1.2.1's Requires-Dist, less ray; its exact colorlog/colorama pins kept
+    "scipy>=1.6",
+    "tqdm>=4.48.2",
+    "colorlog==4.7.2",
+    "colorama==0.4.4",
+    "scikit-learn>=0.23.2",
+    "tensorboard>=2.5",
+    "thop>=0.1.1.post2207130030",
+    "tabulate>=0.8.10",
+    "plotly>=4.0",
+    "texttable>=0.9",
+    "psutil>=5.9",
+]
+
+install_requires = RECBOLE_RUNTIME + [
+    "numpy>=1.23,<3",  # numpy 2 through recbole_trsr/compat.py
+    # pandas 3's copy-on-write turns RecBole's chained `df[f].fillna(..., inplace=True)` into a
+    # no-op: empty text fields would stay NaN. 2.2.2+ runs on numpy 2 and Python 3.10-3.13.
+    "pandas>=1.5,<3",
     "torch>=2.1",
     "transformers>=5.0",
     "peft>=0.17",
     "accelerate>=1.0",
     "gguf>=0.10",
     "pyyaml>=6",
-    "tqdm",
+    "safetensors>=0.4",
+    "matplotlib>=3.5",  # benchmark charts
 ]
 
 setup(
@@ -23,7 +46,7 @@ setup(
     version="0.1.0",
     description="LLM-based text-rich sequential recommendation (LLM-TRSR, DELRec) for RecBole",
     packages=find_packages(include=["recbole_trsr", "recbole_trsr.*", "dataset_converters"]),
-    python_requires=">=3.9,<3.12",
+    python_requires=">=3.10,<3.14",
     install_requires=install_requires,
     extras_require={"test": ["pytest>=7"]},
 )

@@ -4,7 +4,11 @@ import os
 from pathlib import Path
 
 import yaml
-from recbole.config import Config
+
+from recbole_trsr.compat import require_recbole
+
+require_recbole()
+from recbole.config import Config  # noqa: E402
 
 from recbole_trsr import PROPERTIES_DIR
 from recbole_trsr.registry import get_model

@@ -8,7 +8,9 @@ from recbole.utils import init_logger, init_seed, set_color
 
 from recbole_trsr.config import TRSRConfig
 from recbole_trsr.data import create_dataset
-from recbole_trsr.registry import get_model, get_trainer
+from recbole_trsr.evaluation import PerUserRecorder, fix_eval_candidates
+from recbole_trsr.registry import get_model
+from recbole_trsr.trainer import get_trainer
 
 METRIC_COLUMNS = ("recall", "mrr", "ndcg")
 
@@ -19,6 +21,10 @@ def run(model, dataset, config_file_list=None, config_dict=None, argv=None, save
     Returns RecBole's result dict (``best_valid_score``, ``valid_score_bigger``,
     ``best_valid_result``, ``test_result``) plus ``model``, ``wall_time_s`` and ``checkpoint``.
     ``argv`` holds ``--key=value`` overrides (highest priority); sys.argv is never read here.
+    ``per_user`` holds each test user's outcome (see :class:`PerUserRecorder`), for confidence
+    intervals and paired comparisons. Sampled evaluation candidates depend only on ``seed`` and the
+    user (:class:`FixedCandidatesSampler`), so every model run with the same data settings is
+    ranked against the same negatives.
     """
     started = time.perf_counter()
     config = TRSRConfig(model, dataset, config_file_list, config_dict, argv)
@@ -31,11 +37,14 @@ def run(model, dataset, config_file_list=None, config_dict=None, argv=None, save
     data = create_dataset(config)
     logger.info(data)
     train_data, valid_data, test_data = data_preparation(config, data)
+    fix_eval_candidates(config["seed"], valid_data, test_data)
 
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     net = get_model(config["model"])(config, train_data._dataset).to(config["device"])
     logger.info(net)
-    result = {"model": config["model"], "checkpoint": None}
+    train_set = train_data._dataset
+    result = {"model": config["model"], "checkpoint": None,
+              "trained_on": {"examples": len(train_set), "users": int(train_set.inter_feat[train_set.uid_field].unique().numel())}}
     if config["summarize_only"]:
         logger.info(set_color("summarize_only", "yellow") + ": summaries are precomputed, skipping training")
         result["wall_time_s"] = time.perf_counter() - started
@@ -45,6 +54,7 @@ def run(model, dataset, config_file_list=None, config_dict=None, argv=None, save
     best_valid_score, best_valid_result = trainer.fit(
         train_data, valid_data, saved=saved, show_progress=config["show_progress"]
     )
+    recorder = PerUserRecorder(trainer, config["USER_ID_FIELD"], max(config["topk"])).attach()
     test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
     if hasattr(net, "decision_counts"):
         result["decisions"] = net.decision_counts()
@@ -57,6 +67,7 @@ def run(model, dataset, config_file_list=None, config_dict=None, argv=None, save
         best_valid_result=best_valid_result,
         test_result=test_result,
         checkpoint=trainer.saved_model_file if saved else None,
+        per_user=recorder.result(),
         wall_time_s=time.perf_counter() - started,
     )
     return result

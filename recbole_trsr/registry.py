@@ -1,8 +1,7 @@
-"""Model and trainer lookup: the plugin's classes first, then RecBole's."""
+"""Model lookup: the plugin's models first, then RecBole's (trainers: ``recbole_trsr.trainer.get_trainer``)."""
 import importlib
 
 from recbole.utils import get_model as recbole_get_model
-from recbole.utils import get_trainer as recbole_get_trainer
 
 #: Plugin models: name -> module holding the class of the same name.
 PLUGIN_MODELS = {
@@ -24,17 +23,3 @@ def get_model(name):
             f"unknown model '{name}': not a recbole-trsr model ({', '.join(sorted(PLUGIN_MODELS))}) "
             f"nor a RecBole model (e.g. SASRec, GRU4Rec, BPR){hint}"
         ) from None
-
-
-def get_trainer(model_type, name):
-    """Return the trainer class for ``name``, always with the plugin's safe checkpoint format.
-
-    A plugin model may name its own trainer (``<Model>Trainer`` in ``recbole_trsr.trainer``);
-    RecBole models get RecBole's trainer with :class:`SafeCheckpointMixin` mixed in.
-    """
-    from recbole_trsr import trainer as plugin_trainers
-
-    own = getattr(plugin_trainers, f"{name}Trainer", None)
-    if own is not None:
-        return own
-    return plugin_trainers.with_safe_checkpoints(recbole_get_trainer(model_type, name))

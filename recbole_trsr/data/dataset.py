@@ -1,4 +1,6 @@
 """The plugin's sequential dataset: RecBole's, plus each example's absolute history position."""
+import os
+
 import numpy as np
 import torch
 from recbole.data.dataset import SequentialDataset
@@ -55,6 +57,11 @@ class TRSRSequentialDataset(SequentialDataset):
     * ``subset_users`` / ``subset_history``: optional deterministic subset for CPU-sized runs
       (``subset_users`` users drawn with ``seed``; the last ``subset_history`` interactions of each).
     * ``train_targets_per_user``: keep only each user's most recent N training examples.
+    * ``train_users``: train on the examples of N users only (drawn with ``seed``); meant to cap an
+      LLM's training cost, never for the baselines of a comparison (their data must stay whole).
+    * ``test_users`` / ``valid_users``: evaluate only N of the users that have a test example (drawn
+      with ``seed``; the valid users are the first ones of the same draw, a subset of the test users).
+      Training data is untouched: every model still learns from every user.
     """
 
     def _data_filtering(self):
@@ -94,6 +101,18 @@ class TRSRSequentialDataset(SequentialDataset):
 
     def build(self):
         datasets = super().build()
+        order = None
+        for index, key in ((1, "valid_users"), (2, "test_users")):
+            n = self.config[key]
+            if n:
+                if order is None:
+                    test_users = np.unique(datasets[2].inter_feat[self.uid_field].numpy())
+                    order = np.random.default_rng(self.config["seed"]).permutation(test_users)
+                datasets[index] = self._only_users(datasets[index], order[:int(n)], key)
+        if self.config["train_users"]:
+            train_uids = np.unique(datasets[0].inter_feat[self.uid_field].numpy())
+            drawn = np.random.default_rng(self.config["seed"] + 1).permutation(train_uids)[:int(self.config["train_users"])]
+            datasets[0] = self._only_users(datasets[0], drawn, "train_users")
         cap = self.config["train_targets_per_user"]
         if cap:
             train = datasets[0]
@@ -111,9 +130,41 @@ class TRSRSequentialDataset(SequentialDataset):
             datasets[0] = train.copy(train.inter_feat[torch.from_numpy(keep)])
         return datasets
 
+    def _only_users(self, split, users, key):
+        uids = split.inter_feat[self.uid_field].numpy()
+        keep = np.isin(uids, users)
+        self.logger.info(set_color(key, "pink") + f"={len(users)}: {int(keep.sum())} of {len(uids)} examples "
+                         f"({len(np.unique(uids[keep]))} users) kept")
+        return split.copy(split.inter_feat[torch.from_numpy(keep)])
+
+
+def check_interaction_file(config):
+    """Stop before RecBole builds the dataset when the ``.inter`` file cannot serve the config,
+    naming the setting to change (RecBole would fail later, deep in its augmentation)."""
+    path = os.path.join(config["data_path"], f"{config['dataset']}.inter")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} does not exist: set data_path to the folder holding {config['dataset']}/")
+    with open(path, encoding=config["encoding"] or "utf-8") as f:
+        header = f.readline().rstrip("\r\n").split(config["field_separator"])
+    columns = [h.split(":")[0] for h in header]
+    for key in ("USER_ID_FIELD", "ITEM_ID_FIELD"):
+        if config[key] not in columns:
+            raise ValueError(f"{path} has no column '{config[key]}' ({key}); its columns are {columns}: "
+                             f"set {key} to one of them")
+    loaded = "*" if config["load_col"] is None else config["load_col"].get("inter", [])
+    time_field, order = config["TIME_FIELD"], (config["eval_args"] or {}).get("order")
+    if order == "TO":
+        if time_field not in columns:
+            raise ValueError(f"eval_args.order: TO needs a time column; {path} has no '{time_field}' "
+                             f"(TIME_FIELD), its columns are {columns}: set TIME_FIELD, or order: RO")
+        if loaded != "*" and time_field not in loaded:
+            raise ValueError(f"eval_args.order: TO needs '{time_field}', which load_col.inter {loaded} leaves out: "
+                             f"add it, or set load_col: {{inter: '*'}}")
+
 
 def create_dataset(config):
     """The plugin's dataset factory: sequential models get :class:`TRSRSequentialDataset`."""
+    check_interaction_file(config)
     if config["MODEL_TYPE"] == ModelType.SEQUENTIAL:
         return TRSRSequentialDataset(config)
     return recbole_create_dataset(config)

@@ -34,9 +34,9 @@ class ItemTextTable:
         config = dataset.config
         fields = list(fields or config["ITEM_TEXT_FIELDS"] or [])
         text_format = text_format or config["item_text_format"]
-        if not fields:
-            raise ValueError("ITEM_TEXT_FIELDS is empty: name the .item fields that describe an item")
         path = os.path.join(config["data_path"], f"{config['dataset']}.item")
+        if not fields:
+            fields = default_text_fields(path, dataset.iid_field, config["field_separator"], config["encoding"] or "utf-8")
         raw_tokens = dataset.field2id_token[dataset.iid_field]
         return cls.from_file(
             path, raw_tokens, fields, dataset.iid_field, text_format,
@@ -83,6 +83,24 @@ class ItemTextTable:
         if malformed:
             logger.warning("item text: %d malformed rows in %s were skipped", malformed, path)
         return cls(texts, n_fallback, malformed)
+
+
+def default_text_fields(path, id_field, field_separator="\t", encoding="utf-8"):
+    """With ITEM_TEXT_FIELDS unset: every token/token_seq field of the ``.item`` file but the id, in
+    file order (logged). No such file or field: an error that names the key to set."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"item text needs {path}, which does not exist (an LLM model reads item text "
+                                "from the .item file; set ITEM_TEXT_FIELDS once the file exists)")
+    with open(path, encoding=encoding, errors="replace") as f:
+        header = f.readline().rstrip("\r\n").split(field_separator)
+    typed = [(h.split(":")[0], h.split(":")[1] if ":" in h else "token") for h in header]
+    fields = [name for name, ftype in typed if name != id_field and ftype in ("token", "token_seq")]
+    if not fields:
+        raise ValueError(f"ITEM_TEXT_FIELDS is not set and {path} has no token/token_seq field besides "
+                         f"'{id_field}' (its header: {header}): set ITEM_TEXT_FIELDS")
+    logger.warning("ITEM_TEXT_FIELDS is not set: using every text field of %s: %s (set ITEM_TEXT_FIELDS, "
+                   "and item_text_format, to choose)", path, fields)
+    return fields
 
 
 def _clean(value, ftype, seq_separator):

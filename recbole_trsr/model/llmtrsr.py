@@ -117,7 +117,7 @@ class LLMTRSR(OwnWeightsCheckpointMixin, SequentialRecommender):
     def decision_counts(self):
         """Every logged, counted decision of this run (prompt cuts, text fallbacks, cache repairs)."""
         return {**self.prompts.counters, "item_text_fallback": self.item_text_fallbacks,
-                "summary_store_unreadable_records": self.summaries.store.n_corrupt,
+                "summary_store_unreadable_records": self.summaries.unreadable_records,
                 "summary_prompts_cut": self.summaries.prompts_cut}
 
     def own_weight_names(self):

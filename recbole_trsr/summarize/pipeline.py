@@ -21,6 +21,10 @@ class SummaryLookup:
         self.block_size = block_size
         self.prompts_cut = 0  # summarizer prompts cut to summary_prompt_max_tokens
 
+    @property
+    def unreadable_records(self):
+        return self.store.n_corrupt
+
     def blocks_covered(self, position):
         return summary_block_count(position, self.recent_items, self.block_size)
 
@@ -33,6 +37,17 @@ class SummaryLookup:
             raise KeyError(f"no precomputed summary for user {user} at position {position} ({m} blocks); "
                            "the example was not in the dataset the summaries were computed for")
         return self.store[key]
+
+
+class NoSummaries:
+    """``summary_paradigm: none``, the no-summary ablation (TALLRec-style: the prompt holds the recent
+    items alone): every example's summary is empty and nothing is generated."""
+
+    prompts_cut = 0
+    unreadable_records = 0
+
+    def text(self, user, position):
+        return ""
 
 
 def needed_positions(dataset):
@@ -63,7 +78,11 @@ def summarizer_settings(config, backbone_identity):
 
 
 def precompute_summaries(config, backbone, item_text, dataset, generate=None):
-    """Generate (or resume) every summary ``dataset``'s examples need; return a :class:`SummaryLookup`."""
+    """Generate (or resume) every summary ``dataset``'s examples need; return a :class:`SummaryLookup`
+    (:class:`NoSummaries` for ``summary_paradigm: none``)."""
+    if config["summary_paradigm"] == "none":
+        logger.info("summary_paradigm: none: no summaries (the prompt shows the recent items only)")
+        return NoSummaries()
     recent, block_size = int(config["recent_items"]), int(config["block_size"])
     store = SummaryStore(config["trsr_cache_dir"], summarizer_settings(config, backbone.identity))
     if generate is None:

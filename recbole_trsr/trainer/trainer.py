@@ -130,7 +130,8 @@ class DELRecTrainer(LLMTrainer):
 
     def _sr_model(self, train_data, valid_data, show_progress):
         from recbole_trsr.config import TRSRConfig
-        from recbole_trsr.registry import get_model, get_trainer
+        from recbole_trsr.registry import get_model
+        from recbole_trsr.trainer import get_trainer
         from recbole_trsr.trainer.checkpoint import architecture_overrides, load_checkpoint, restore_model_state
 
         name, path = self.config["delrec_sr_model"], self.config["delrec_sr_checkpoint"]

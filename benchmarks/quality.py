@@ -24,11 +24,6 @@ from recbole_trsr.evaluation import report
 from recbole_trsr.quick_start import run
 
 
-def cpu_flags():
-    flags = next((l.split(":", 1)[1].split() for l in open("/proc/cpuinfo") if l.startswith("flags")), [])
-    return ", ".join(f"{f}: {'yes' if f in flags else 'no'}" for f in ("avx512_bf16", "amx_bf16", "avx512f"))
-
-
 def run_row(profile, row, out_dir):
     config = dict(profile.get("config") or {}, **(row.get("config") or {}))
     config.setdefault("data_path", profile["data_path"])
@@ -93,7 +88,7 @@ def main():
         with open(RESULTS, "a", encoding="utf-8") as f:
             f.write(f"\n## Quality: {profile.get('title', profile['dataset'])} ({stamp})\n\n"
                     f"Command: `{command}` (rows finished earlier are read from benchmarks/quality/{profile_path.stem}/)  \n"
-                    f"Machine: {machine()}; CPU flags {cpu_flags()}\n\n{profile.get('protocol', '')}\n\n{text}\n\n"
+                    f"Machine: {machine()}\n\n{profile.get('protocol', '')}\n\n{text}\n\n"
                     f"![{profile_path.stem}](quality/{profile_path.stem}.png)\n")
 
 

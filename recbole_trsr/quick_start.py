@@ -37,7 +37,7 @@ def run(model, dataset, config_file_list=None, config_dict=None, argv=None, save
     data = create_dataset(config)
     logger.info(data)
     train_data, valid_data, test_data = data_preparation(config, data)
-    fix_eval_candidates(config["seed"], valid_data, test_data)
+    fix_eval_candidates(config["seed"], valid_data, test_data, seen_items=getattr(data, "seen_items", None))
 
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     net = get_model(config["model"])(config, train_data._dataset).to(config["device"])
@@ -55,6 +55,9 @@ def run(model, dataset, config_file_list=None, config_dict=None, argv=None, save
         train_data, valid_data, saved=saved, show_progress=config["show_progress"]
     )
     recorder = PerUserRecorder(trainer, config["USER_ID_FIELD"], max(config["topk"])).attach()
+    if config["epochs"] == 0:
+        logger.info(set_color("epochs: 0", "yellow") + ": no training, no checkpoint: testing the untrained model")
+        saved = False
     test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
     if hasattr(net, "decision_counts"):
         result["decisions"] = net.decision_counts()

@@ -62,19 +62,23 @@ def test_report_refuses_rows_ranked_against_other_candidates():
 
 
 def test_every_model_is_ranked_against_the_same_candidates(data_root, tmp_path, tiny_llm):
-    """SASRec, GRU4Rec and LLMTRSR in one process (each leaves numpy's global RNG elsewhere, and the
-    LLM uses another eval_batch_size): identical candidate sets per user, and per-user ranks that
-    average to RecBole's own metrics."""
+    """SASRec, GRU4Rec, Pop and LLMTRSR in one process (each leaves numpy's global RNG elsewhere, the
+    LLM uses another eval_batch_size and trains on 2 users only, Pop is a general model whose splits
+    hold no item lists): identical candidate sets per user, and per-user ranks that average to
+    RecBole's own metrics."""
     shared = {"eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "group_by": "user", "mode": "uni19"},
               "topk": [3, 10], "test_users": 5}
     rows = []
     for model, extra in (("SASRec", dict(hidden_size=16, inner_size=32, n_layers=1)),
-                         ("GRU4Rec", dict(embedding_size=16, hidden_size=16, eval_batch_size=40))):
+                         ("GRU4Rec", dict(embedding_size=16, hidden_size=16, eval_batch_size=40)),
+                         ("Pop", dict(epochs=1, eval_step=0))):
         result = run(model, DATASET, config_dict=base_config(data_root, tmp_path, subset_users=6, subset_history=30,
                                                              **shared, **extra))
         rows.append(dict(result, name=model))
-    llm = run("LLMTRSR", DATASET, config_dict=llm_config(data_root, tmp_path, tiny_llm, eval_batch_size=20, **shared))
+    llm = run("LLMTRSR", DATASET, config_dict=llm_config(data_root, tmp_path, tiny_llm, eval_batch_size=20,
+                                                         train_users=2, **shared))
     rows.append(dict(llm, name="LLMTRSR"))
+    assert llm["trained_on"]["users"] == 2
     users = report.check_same_candidates(rows)
     assert len(users) == 5 and all(len(set(r["per_user"]["candidates"])) == 5 for r in rows)
     for row in rows:

@@ -3,7 +3,7 @@ import os
 
 import numpy as np
 import torch
-from recbole.data.dataset import SequentialDataset
+from recbole.data.dataset import Dataset, SequentialDataset
 from recbole.data.interaction import Interaction
 from recbole.data.utils import create_dataset as recbole_create_dataset
 from recbole.utils import FeatureSource, FeatureType, ModelType, set_color
@@ -48,22 +48,16 @@ def training_positions(dataset):
     return {u: sorted(ps) for u, ps in out.items()}
 
 
-class TRSRSequentialDataset(SequentialDataset):
-    """``SequentialDataset`` that keeps what a text-rich sequential model needs.
+class UserDraws:
+    """Mixin for RecBole datasets: the plugin's seeded user draws, the same for every model type.
 
-    * ``history_position``: RecBole's augmentation truncates ``item_id_list`` to
-      ``MAX_ITEM_LIST_LENGTH``, so the list length cannot tell where an example sits in a long
-      history. The position is written onto each interaction before augmentation and is
-      carried to the example through the target's features.
-    * ``user_histories``: the full history of every user, shared by the train/valid/test copies.
-    * ``subset_users`` / ``subset_history``: optional deterministic subset for CPU-sized runs
-      (``subset_users`` users drawn with ``seed``; the last ``subset_history`` interactions of each).
-    * ``train_targets_per_user``: keep only each user's most recent N training examples.
-    * ``train_users``: train on the examples of N users only (drawn with ``seed``); meant to cap an
-      LLM's training cost, never for the baselines of a comparison (their data must stay whole).
+    * ``subset_users`` / ``subset_history``: a deterministic subset for CPU-sized runs (``subset_users``
+      users drawn with ``seed``; the last ``subset_history`` interactions of each). Every model sees less.
     * ``test_users`` / ``valid_users``: evaluate only N of the users that have a test example (drawn
       with ``seed``; the valid users are the first ones of the same draw, a subset of the test users).
       Training data is untouched: every model still learns from every user.
+    * ``train_users``: train on the examples of N users only (drawn with ``seed + 1``); meant to cap an
+      LLM's training cost, never for the baselines of a comparison (their data must stay whole).
     """
 
     def _data_filtering(self):
@@ -90,6 +84,26 @@ class TRSRSequentialDataset(SequentialDataset):
         )
         self._reset_index()
 
+    def build(self):
+        datasets = super().build()
+        # Before any draw shrinks a split: the sampled-evaluation exclusions must not depend on
+        # train_users or on the model type (see recbole_trsr.evaluation.candidates).
+        self.seen_items = seen_items_by_phase(self, datasets)
+        return restrict_users(self, datasets)
+
+
+class TRSRSequentialDataset(UserDraws, SequentialDataset):
+    """``SequentialDataset`` that keeps what a text-rich sequential model needs.
+
+    * ``history_position``: RecBole's augmentation truncates ``item_id_list`` to
+      ``MAX_ITEM_LIST_LENGTH``, so the list length cannot tell where an example sits in a long
+      history. The position is written onto each interaction before augmentation and is
+      carried to the example through the target's features.
+    * ``user_histories``: the full history of every user, shared by the train/valid/test copies.
+    * ``train_targets_per_user``: keep only each user's most recent N training examples.
+    * the user draws of :class:`UserDraws`.
+    """
+
     def data_augmentation(self):
         self.sort(by=[self.uid_field, self.time_field], ascending=True)
         uids = self.inter_feat[self.uid_field].numpy()
@@ -103,18 +117,6 @@ class TRSRSequentialDataset(SequentialDataset):
 
     def build(self):
         datasets = super().build()
-        order = None
-        for index, key in ((1, "valid_users"), (2, "test_users")):
-            n = self.config[key]
-            if n:
-                if order is None:
-                    test_users = np.unique(datasets[2].inter_feat[self.uid_field].numpy())
-                    order = np.random.default_rng(self.config["seed"]).permutation(test_users)
-                datasets[index] = self._only_users(datasets[index], order[:int(n)], key)
-        if self.config["train_users"]:
-            train_uids = np.unique(datasets[0].inter_feat[self.uid_field].numpy())
-            drawn = np.random.default_rng(self.config["seed"] + 1).permutation(train_uids)[:int(self.config["train_users"])]
-            datasets[0] = self._only_users(datasets[0], drawn, "train_users")
         cap = self.config["train_targets_per_user"]
         if cap:
             train = datasets[0]
@@ -132,12 +134,62 @@ class TRSRSequentialDataset(SequentialDataset):
             datasets[0] = train.copy(train.inter_feat[torch.from_numpy(keep)])
         return datasets
 
-    def _only_users(self, split, users, key):
-        uids = split.inter_feat[self.uid_field].numpy()
-        keep = np.isin(uids, users)
-        self.logger.info(set_color(key, "pink") + f"={len(users)}: {int(keep.sum())} of {len(uids)} examples "
-                         f"({len(np.unique(uids[keep]))} users) kept")
-        return split.copy(split.inter_feat[torch.from_numpy(keep)])
+
+class TRSRGeneralDataset(UserDraws, Dataset):
+    """RecBole's ``Dataset`` (general and traditional models such as Pop or BPR) with the user draws
+    of :class:`UserDraws`, so a non-sequential baseline is ranked on the same users as every other
+    row of a comparison."""
+
+
+def seen_items_by_phase(dataset, datasets):
+    """``{"valid": sets, "test": sets}``: per user (an array indexed by internal user id), the items of
+    the training split, plus the valid split for "test": RecBole's general-model exclusions. A
+    sequential split also holds its examples' item lists, so a user's first item (never a target)
+    counts as seen, as it does for a general model."""
+    uid, iid, n_items = dataset.uid_field, dataset.iid_field, dataset.item_num
+    list_field = getattr(dataset, "item_id_list_field", None)
+    out, seen_codes = {}, np.empty(0, dtype=np.int64)
+    for phase, split in zip(("train", "valid", "test"), datasets):
+        users, items = split.inter_feat[uid].numpy(), split.inter_feat[iid].numpy()
+        codes = [users.astype(np.int64) * n_items + items]
+        if list_field and list_field in split.inter_feat:
+            lists = split.inter_feat[list_field].numpy()
+            rows, cols = np.nonzero(lists)
+            codes.append(users[rows].astype(np.int64) * n_items + lists[rows, cols])
+        if phase != "train":
+            sets = np.array([set() for _ in range(dataset.user_num)])
+            for code in seen_codes:
+                sets[code // n_items].add(int(code % n_items))
+            out[phase] = sets
+        seen_codes = np.unique(np.concatenate([seen_codes] + codes))
+    return out
+
+
+def restrict_users(dataset, datasets):
+    """Apply ``valid_users`` / ``test_users`` (a seeded draw of the test split's users; the valid users
+    are the first ones of the same draw) and ``train_users`` (a seed+1 draw) to RecBole's splits."""
+    config, uid = dataset.config, dataset.uid_field
+    order = None
+    for index, key in ((1, "valid_users"), (2, "test_users")):
+        n = config[key]
+        if n:
+            if order is None:
+                test_users = np.unique(datasets[2].inter_feat[uid].numpy())
+                order = np.random.default_rng(config["seed"]).permutation(test_users)
+            datasets[index] = _only_users(dataset, datasets[index], order[:int(n)], key)
+    if config["train_users"]:
+        train_uids = np.unique(datasets[0].inter_feat[uid].numpy())
+        drawn = np.random.default_rng(config["seed"] + 1).permutation(train_uids)[:int(config["train_users"])]
+        datasets[0] = _only_users(dataset, datasets[0], drawn, "train_users")
+    return datasets
+
+
+def _only_users(dataset, split, users, key):
+    uids = split.inter_feat[dataset.uid_field].numpy()
+    keep = np.isin(uids, users)
+    dataset.logger.info(set_color(key, "pink") + f"={len(users)}: {int(keep.sum())} of {len(uids)} examples "
+                        f"({len(np.unique(uids[keep]))} users) kept")
+    return split.copy(split.inter_feat[torch.from_numpy(keep)])
 
 
 def check_interaction_file(config):
@@ -163,8 +215,16 @@ def check_interaction_file(config):
 
 
 def create_dataset(config):
-    """The plugin's dataset factory: sequential models get :class:`TRSRSequentialDataset`."""
+    """The plugin's dataset factory: sequential models get :class:`TRSRSequentialDataset`, general
+    and traditional ones :class:`TRSRGeneralDataset`; other model types get RecBole's own dataset.
+    A plugin key that the chosen dataset cannot honour is an error, not a silent no-op."""
     check_interaction_file(config)
     if config["MODEL_TYPE"] == ModelType.SEQUENTIAL:
         return TRSRSequentialDataset(config)
-    return recbole_create_dataset(config)
+    general = config["MODEL_TYPE"] in (ModelType.GENERAL, ModelType.TRADITIONAL)
+    unsupported = ["train_targets_per_user"] + ([] if general else
+                                                ["test_users", "valid_users", "train_users", "subset_users", "subset_history"])
+    asked = [k for k in unsupported if config[k]]
+    if asked:
+        raise ValueError(f"{asked} not supported for {config['model']} ({config['MODEL_TYPE'].name} model): unset them")
+    return TRSRGeneralDataset(config) if general else recbole_create_dataset(config)

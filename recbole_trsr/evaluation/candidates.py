@@ -5,6 +5,12 @@ batch is built, i.e. after training: SASRec and an LLM leave that state in diffe
 use different ``eval_batch_size``), so in RecBole the "same" uni99 protocol ranks each model against
 different negatives. :class:`FixedCandidatesSampler` draws a user's negatives from a generator seeded
 by (seed, phase, user), so every model of a comparison sees identical candidates.
+
+The items excluded from a user's negatives must be the same for every model too. RecBole takes them
+from the splits it samples for, after the plugin's draws: ``train_users`` would shrink them, and a
+sequential split never names a user's first item (it is no example's target), so SASRec and Pop
+would exclude different items. ``fix_eval_candidates`` therefore takes the dataset's
+``seen_items`` (computed before any draw, see ``recbole_trsr.data.dataset.seen_items_by_phase``).
 """
 import hashlib
 
@@ -44,13 +50,16 @@ class FixedCandidatesSampler:
         return self.sample_by_key_ids(user_ids, num)
 
 
-def fix_eval_candidates(seed, *loaders):
+def fix_eval_candidates(seed, *loaders, seen_items=None):
     """Give each sampled-evaluation loader a :class:`FixedCandidatesSampler`; full-ranking loaders
-    (no sampler) are left as they are. Returns how many loaders were changed."""
+    (no sampler) are left as they are. ``seen_items`` (``{phase: per-user item sets}``) replaces the
+    phase's exclusions. Returns how many loaders were changed."""
     changed = 0
     for loader in loaders:
         sampler = getattr(loader, "_sampler", None)
         if sampler is not None and not isinstance(sampler, FixedCandidatesSampler) and getattr(loader, "neg_sample_args", {}).get("distribution") not in (None, "none"):
+            if seen_items is not None and sampler.phase in seen_items:
+                sampler.used_ids = seen_items[sampler.phase]  # this phase's own copy (Sampler.set_phase)
             loader._sampler = FixedCandidatesSampler(sampler, seed)
             changed += 1
     return changed

@@ -16,6 +16,17 @@ from recbole_trsr.summarize.pipeline import precompute_summaries
 from recbole_trsr.summarize.segment import recent_window
 
 
+def upper_layers(model, n):
+    """Indices of the top ``n`` decoder layers (``None``: every layer). LoRA only there means the
+    backward pass stops at the lowest adapted layer: the layers below run forward only."""
+    if not n:
+        return None
+    total = model.config.num_hidden_layers
+    if not 0 < int(n) <= total:
+        raise ValueError(f"lora_layers={n}: the model has {total} decoder layers")
+    return list(range(total - int(n), total))
+
+
 class LLMTRSR(OwnWeightsCheckpointMixin, SequentialRecommender):
     """Text-rich sequential recommendation with an LLM recommender.
 
@@ -49,7 +60,8 @@ class LLMTRSR(OwnWeightsCheckpointMixin, SequentialRecommender):
         self.summaries = precompute_summaries(config, backbone, self.prompts.item_text, dataset)
 
         lora = LoraConfig(r=config["lora_r"], lora_alpha=config["lora_alpha"], lora_dropout=config["lora_dropout"],
-                          target_modules=list(config["lora_target_modules"]), task_type="CAUSAL_LM")
+                          target_modules=list(config["lora_target_modules"]), task_type="CAUSAL_LM",
+                          layers_to_transform=upper_layers(backbone.model, config["lora_layers"]))
         self.llm = get_peft_model(backbone.model, lora)
         self.yes_id = answer_token_id(backbone.tokenizer, config["answer_yes"])
         self.no_id = answer_token_id(backbone.tokenizer, config["answer_no"])
@@ -66,8 +78,10 @@ class LLMTRSR(OwnWeightsCheckpointMixin, SequentialRecommender):
         prefix, suffixes = self.prompts.build(self.summaries.text(user, position), recent, candidates)
         return Group(prefix, suffixes)
 
-    def _sample_negatives(self, user, n):
-        seen = set(self.histories.items_before(user, self.histories.length(user)).tolist())
+    def _sample_negatives(self, user, position, n):
+        # Only what the user had seen up to this target: excluding later items (the valid and test
+        # targets among them) would tell training which items the user picks in the future.
+        seen = set(self.histories.items_before(user, position + 1).tolist())
         if len(seen) >= self.n_items - 1:
             raise ValueError(f"user {user} interacted with every item: no negative to sample")
         negatives = []
@@ -81,7 +95,7 @@ class LLMTRSR(OwnWeightsCheckpointMixin, SequentialRecommender):
         users = interaction[self.USER_ID].tolist()
         positions = interaction[HISTORY_POSITION_FIELD].long().tolist()
         targets = interaction[self.POS_ITEM_ID].tolist()
-        groups = [self._group(u, p, [t] + self._sample_negatives(u, self.neg_num))
+        groups = [self._group(u, p, [t] + self._sample_negatives(u, p, self.neg_num))
                   for u, p, t in zip(users, positions, targets)]
         logits = self.scorer.vocab_logits(groups)
         labels = torch.tensor([self.yes_id] + [self.no_id] * self.neg_num, device=logits.device).repeat(len(groups))

@@ -5,7 +5,10 @@ no wheels for Python >= 3.12; ray serves only RecBole's hyper-parameter search, 
 never imports):
 
     pip install --no-deps recbole==1.2.1
-    pip install -e .
+    pip install -e .            # or -e '.[ray]' for summarization on Ray (summary_workers > 1)
+
+The plugin's own Ray use takes a modern Ray (>= 2.31, wheels for Python 3.10-3.13), as the
+optional extra ``ray``; RecBole's pin is never installed.
 
 RecBole's real runtime requirements (all of its list but ray) are listed here instead. Ranges are
 what the code needs; requirements.lock holds the exact set CI tests (see README "Compatibility").
@@ -48,5 +51,5 @@ setup(
     packages=find_packages(include=["recbole_trsr", "recbole_trsr.*", "dataset_converters"]),
     python_requires=">=3.10,<3.14",
     install_requires=install_requires,
-    extras_require={"test": ["pytest>=7"]},
+    extras_require={"test": ["pytest>=7"], "ray": ["ray>=2.31,<3"]},
 )

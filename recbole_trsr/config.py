@@ -11,6 +11,7 @@ require_recbole()
 from recbole.config import Config  # noqa: E402
 
 from recbole_trsr import PROPERTIES_DIR
+from recbole_trsr.distributed import init_distributed
 from recbole_trsr.registry import get_model
 
 RECBOLE_EXAMPLES = Path(__import__("recbole").__file__).resolve().parent / "dataset_example"
@@ -70,6 +71,14 @@ class TRSRConfig(Config):
             self.internal_config_dict.update(loaded)
             if path.parent.name == "dataset":
                 self.parameters["Dataset"] += [k for k in loaded if k not in self.parameters["Dataset"]]
+
+    def _init_device(self):
+        # A worker of a multi-process run (it has a local_rank) joins the group with the plugin's
+        # backend choice (gloo on CPU, nccl on CUDA); RecBole's own is nccl and CUDA only.
+        if "local_rank" in self.final_config_dict:
+            init_distributed(self.final_config_dict)
+        else:
+            super()._init_device()
 
     @staticmethod
     def plugin_yaml_files(model, dataset):

@@ -8,6 +8,9 @@ from recbole.utils import init_logger, init_seed, set_color
 
 from recbole_trsr.config import TRSRConfig
 from recbole_trsr.data import create_dataset
+from recbole_trsr.distributed import gather_objects, is_main_process
+from recbole_trsr.distributed.data_parallel import gather_lists, weights_digest
+from recbole_trsr.distributed.launch import is_multi_process, launch_settings, spawn
 from recbole_trsr.evaluation import PerUserRecorder, fix_eval_candidates
 from recbole_trsr.registry import get_model
 from recbole_trsr.trainer import get_trainer
@@ -15,8 +18,15 @@ from recbole_trsr.trainer import get_trainer
 METRIC_COLUMNS = ("recall", "mrr", "ndcg")
 
 
-def run(model, dataset, config_file_list=None, config_dict=None, argv=None, saved=True):
+def run(model, dataset, config_file_list=None, config_dict=None, argv=None, saved=True,
+        nproc=None, world_size=None, ip=None, port=None, offset=None):
     """Train and test ``model`` on ``dataset`` like RecBole's ``run_recbole``.
+
+    ``nproc`` / ``world_size`` / ``ip`` / ``port`` / ``offset`` (arguments, config keys or
+    ``--key=value``) mean what they mean in RecBole's ``run``: with ``nproc`` > 1 or ``world_size``
+    > 1 the run is spawned over that many data-parallel processes and rank 0's result is returned
+    (``None`` on a machine that does not hold rank 0); ``rank_weights`` then lists each rank's
+    trainable-weights digest (all equal, or the run fails).
 
     Returns RecBole's result dict (``best_valid_score``, ``valid_score_bigger``,
     ``best_valid_result``, ``test_result``) plus ``model``, ``wall_time_s`` and ``checkpoint``.
@@ -27,21 +37,21 @@ def run(model, dataset, config_file_list=None, config_dict=None, argv=None, save
     ranked against the same negatives.
     """
     started = time.perf_counter()
+    given = dict(nproc=nproc, world_size=world_size, ip=ip, port=port, offset=offset)
+    config_dict = dict(config_dict or {}, **{k: v for k, v in given.items() if v is not None})
     config = TRSRConfig(model, dataset, config_file_list, config_dict, argv)
+    if "local_rank" not in config_dict and is_multi_process(launch_settings(config)):
+        return spawn(model, dataset, config_file_list, config_dict, argv, saved, launch_settings(config))
     init_seed(config["seed"], config["reproducibility"])
     _reset_root_logger()
-    init_logger(config)
+    if is_main_process():
+        init_logger(config)  # other ranks log errors to stderr only: one log file per run
+    else:
+        logging.basicConfig(level=logging.ERROR)
     logger = logging.getLogger()
     logger.info(config)
 
-    data = create_dataset(config)
-    logger.info(data)
-    train_data, valid_data, test_data = data_preparation(config, data)
-    fix_eval_candidates(config["seed"], valid_data, test_data, seen_items=getattr(data, "seen_items", None))
-
-    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
-    net = get_model(config["model"])(config, train_data._dataset).to(config["device"])
-    logger.info(net)
+    train_data, valid_data, test_data, net = _prepare(config)
     train_set = train_data._dataset
     result = {"model": config["model"], "checkpoint": None,
               "trained_on": {"examples": len(train_set), "users": int(train_set.inter_feat[train_set.uid_field].unique().numel())}}
@@ -70,10 +80,40 @@ def run(model, dataset, config_file_list=None, config_dict=None, argv=None, save
         best_valid_result=best_valid_result,
         test_result=test_result,
         checkpoint=trainer.saved_model_file if saved else None,
-        per_user=recorder.result(),
+        per_user=gather_lists(recorder.result()),
         wall_time_s=time.perf_counter() - started,
     )
+    digests = gather_objects(weights_digest(net))
+    if len(set(digests)) > 1:
+        raise RuntimeError(f"the ranks' trainable weights diverged: digests {digests}")
+    if len(digests) > 1:
+        result["rank_weights"] = digests
     return result
+
+
+def _prepare(config):
+    """Dataset, RecBole's three loaders (evaluation candidates fixed per user) and the model."""
+    logger = logging.getLogger()
+    data = create_dataset(config)
+    logger.info(data)
+    train_data, valid_data, test_data = data_preparation(config, data)
+    fix_eval_candidates(config["seed"], valid_data, test_data, seen_items=getattr(data, "seen_items", None))
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    net = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    logger.info(net)
+    return train_data, valid_data, test_data, net
+
+
+def evaluate_checkpoint(model, dataset, checkpoint, config_file_list=None, config_dict=None, argv=None):
+    """Test the weights of ``checkpoint`` (written by :func:`run`) on ``dataset``'s test split, in this
+    process, with the same data settings; returns ``{"test_result", "per_user"}``."""
+    config = TRSRConfig(model, dataset, config_file_list, config_dict, argv)
+    init_seed(config["seed"], config["reproducibility"])
+    _, _, test_data, net = _prepare(config)
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, net)
+    recorder = PerUserRecorder(trainer, config["USER_ID_FIELD"], max(config["topk"])).attach()
+    test_result = trainer.evaluate(test_data, load_best_model=True, model_file=str(checkpoint))
+    return {"test_result": test_result, "per_user": recorder.result()}
 
 
 def compare(models, dataset, config_file_list=None, config_dict=None, argv=None, k=10):

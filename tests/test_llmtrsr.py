@@ -4,7 +4,7 @@ import pytest
 import torch
 from recbole.data import data_preparation
 
-from conftest import DATASET, llm_config
+from conftest import DATASET, base_config, llm_config
 from recbole_trsr.config import TRSRConfig
 from recbole_trsr.data import HISTORY_POSITION_FIELD, create_dataset
 from recbole_trsr.llm.backbone import load_backbone
@@ -211,3 +211,29 @@ def test_over_long_summarizer_prompts_are_cut_and_counted(tiny_llm):
     out = gen(["short", "a much longer prompt " * 10])
     assert len(out) == 2 and gen.n_truncated == 1 and gen.n_calls == 2
     assert backbone.tokenizer.truncation_side == side
+
+
+def test_summaries_are_planned_for_the_drawn_users_only(data_root, tmp_path):
+    """With train_users / test_users draws, the summarizer plans the training targets of the drawn
+    training users and the valid/test positions of the drawn test users: nothing for anyone else."""
+    from recbole.data import data_preparation
+
+    from recbole_trsr.config import TRSRConfig
+    from recbole_trsr.data import create_dataset
+    from recbole_trsr.data.dataset import HISTORY_POSITION_FIELD, training_positions
+    from recbole_trsr.summarize.pipeline import needed_positions
+
+    config = TRSRConfig("LLMTRSR", DATASET, config_dict=base_config(
+        data_root, tmp_path, train_users=5, test_users=4, valid_users=2, train_targets_per_user=2,
+        llm_path="unused", eval_args={"split": {"LS": "valid_and_test"}, "order": "TO", "group_by": "user",
+                                      "mode": "uni19"}))
+    train, valid, test = (loader._dataset for loader in data_preparation(config, create_dataset(config)))
+    wanted = needed_positions(train)
+    split_positions = {}
+    for split in (train, valid, test):
+        for u, p in zip(split.inter_feat[split.uid_field].tolist(), split.inter_feat[HISTORY_POSITION_FIELD].tolist()):
+            split_positions.setdefault(u, set()).add(int(p))
+    assert wanted == split_positions
+    assert len(training_positions(train)) == 5 and len(wanted) <= 5 + 4
+    for u in set(test.inter_feat[test.uid_field].tolist()):
+        assert train.user_histories.length(u) - 1 in wanted[u]  # each drawn user's test position

@@ -101,6 +101,8 @@ class TRSRSequentialDataset(UserDraws, SequentialDataset):
       carried to the example through the target's features.
     * ``user_histories``: the full history of every user, shared by the train/valid/test copies.
     * ``train_targets_per_user``: keep only each user's most recent N training examples.
+    * ``eval_positions``: ``{user: positions}`` of the valid and test examples, on every split, so
+      a model built on the training split precomputes what evaluation will ask for, and no more.
     * the user draws of :class:`UserDraws`.
     """
 
@@ -132,6 +134,12 @@ class TRSRSequentialDataset(UserDraws, SequentialDataset):
                 + f"={cap}: kept {len(keep)} of {len(uids)} training examples (each user's most recent)"
             )
             datasets[0] = train.copy(train.inter_feat[torch.from_numpy(keep)])
+        eval_positions = {}
+        for split in datasets[1:]:
+            for u, p in zip(split.inter_feat[self.uid_field].tolist(), split.inter_feat[HISTORY_POSITION_FIELD].tolist()):
+                eval_positions.setdefault(int(u), set()).add(int(p))
+        for split in datasets:  # what the model (built on the train split) must precompute for
+            split.eval_positions = eval_positions
         return datasets
 
 

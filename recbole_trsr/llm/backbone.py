@@ -23,6 +23,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from recbole_trsr.distributed import main_process_first
+
 logger = logging.getLogger(__name__)
 
 PACKAGE_PREFIX = "python-package:"
@@ -103,12 +105,15 @@ def converted_gguf_folder(gguf_path, cache_dir):
 def resolve_model_folder(llm_path, cache_dir):
     """Turn any accepted ``llm_path`` into something ``from_pretrained`` reads offline."""
     if llm_path.startswith(PACKAGE_PREFIX):
-        return str(converted_gguf_folder(resolve_gguf_in_package(llm_path[len(PACKAGE_PREFIX):]), cache_dir))
-    if llm_path.endswith(".gguf"):
+        gguf = resolve_gguf_in_package(llm_path[len(PACKAGE_PREFIX):])
+    elif llm_path.endswith(".gguf"):
         if not os.path.isfile(llm_path):
             raise FileNotFoundError(f"GGUF file {llm_path} does not exist")
-        return str(converted_gguf_folder(llm_path, cache_dir))
-    return llm_path
+        gguf = llm_path
+    else:
+        return llm_path
+    with main_process_first():  # one process converts; the others of a multi-process run read
+        return str(converted_gguf_folder(gguf, cache_dir))
 
 
 def load_backbone(llm_path, cache_dir="~/.cache/recbole_trsr", dtype="auto", device="cpu"):

@@ -2,8 +2,10 @@
 import logging
 
 from recbole_trsr.data.dataset import training_positions
+from recbole_trsr.distributed import main_process_first
 from recbole_trsr.summarize.segment import summary_block_count
 from recbole_trsr.summarize.store import SummaryStore
+from recbole_trsr.summarize.engines import LocalEngine, RayEngine
 from recbole_trsr.summarize.summarizer import LLMGenerator, Summarizer
 
 logger = logging.getLogger(__name__)
@@ -51,11 +53,17 @@ class NoSummaries:
 
 
 def needed_positions(dataset):
-    """Per user, the target positions the model will see: its training examples and every
-    later position (validation and test examples of a time-ordered split)."""
+    """Per user, the target positions the model will see: its training examples, plus the valid and
+    test examples the dataset's splits hold (``eval_positions``, after ``test_users`` / ``valid_users``
+    draws); a dataset without them gets every position after a user's last training example."""
     histories = dataset.user_histories
     trained = training_positions(dataset)
     wanted = {u: set(ps) for u, ps in trained.items()}
+    evaluated = getattr(dataset, "eval_positions", None)
+    if evaluated is not None:
+        for u, ps in evaluated.items():
+            wanted.setdefault(u, set()).update(ps)
+        return wanted
     for u in histories.users():
         start = trained[u][-1] + 1 if u in trained else 1
         wanted.setdefault(u, set()).update(range(start, histories.length(u)))
@@ -83,11 +91,15 @@ def precompute_summaries(config, backbone, item_text, dataset, generate=None):
     if config["summary_paradigm"] == "none":
         logger.info("summary_paradigm: none: no summaries (the prompt shows the recent items only)")
         return NoSummaries()
+    with main_process_first():  # rank 0 generates and writes; the other ranks then only read the store
+        return _precompute(config, backbone, item_text, dataset, generate)
+
+
+def _precompute(config, backbone, item_text, dataset, generate):
     recent, block_size = int(config["recent_items"]), int(config["block_size"])
     store = SummaryStore(config["trsr_cache_dir"], summarizer_settings(config, backbone.identity))
     if generate is None:
-        generate = LLMGenerator(backbone.model, backbone.tokenizer, config["summary_max_new_tokens"],
-                                config["use_chat_template"], config["summary_prompt_max_tokens"])
+        generate = summary_engine(config, backbone)
     templates = {k: config[f"summary_{k}_template"] for k in ("block", "merge", "recurrent")}
     summarizer = Summarizer(generate, store, item_text, config["summary_paradigm"], block_size, templates,
                             config["summary_fanin"], config["summary_batch_size"], bool(config["summary_progress"]))
@@ -96,7 +108,22 @@ def precompute_summaries(config, backbone, item_text, dataset, generate=None):
     for user, positions in needed_positions(dataset).items():
         prefixes = {summary_block_count(p, recent, block_size) for p in positions}
         requests.append((user, histories.items_before(user, histories.length(user)), prefixes))
-    roots = summarizer.summarize(requests)
+    try:
+        roots = summarizer.summarize(requests)
+    finally:
+        summarizer.engine.close()
     lookup = SummaryLookup(store, roots, recent, block_size)
-    lookup.prompts_cut = getattr(generate, "n_truncated", 0)
+    lookup.prompts_cut = summarizer.engine.prompts_cut
     return lookup
+
+
+def summary_engine(config, backbone):
+    """In this process (``summary_workers: 1``), or ``summary_workers`` Ray actors (``ray_address``)."""
+    kwargs = dict(max_new_tokens=config["summary_max_new_tokens"], use_chat_template=config["use_chat_template"],
+                  max_prompt_tokens=config["summary_prompt_max_tokens"])
+    workers = int(config["summary_workers"] or 1)
+    if workers <= 1:
+        return LocalEngine(LLMGenerator(backbone.model, backbone.tokenizer, **kwargs))
+    dtype = str(next(backbone.model.parameters()).dtype).replace("torch.", "")
+    return RayEngine(workers, config["llm_path"], config["trsr_cache_dir"], dtype, config["device"], kwargs,
+                     address=config["ray_address"])

@@ -6,6 +6,7 @@ import torch
 from tqdm import tqdm
 
 from recbole_trsr.prompt import chat_frame
+from recbole_trsr.summarize.engines import LocalEngine
 from recbole_trsr.summarize.plan import digest, plan_user
 from recbole_trsr.summarize.segment import blocks
 
@@ -59,14 +60,14 @@ class Summarizer:
     """Hierarchical or recurrent block summaries for many users, batched across users.
 
     ``generate`` maps a list of prompt strings to a list of summaries (an :class:`LLMGenerator`
-    or, in tests, any callable). ``item_text(item_id)`` gives the text shown for an item.
+    or, in tests, any callable), or is an engine of :mod:`recbole_trsr.summarize.engines` (Ray actors). ``item_text(item_id)`` gives the text shown for an item.
     Templates are ``str.format`` strings: ``block_template`` ({items}), ``merge_template``
     ({summaries}), ``recurrent_template`` ({summary}, {items}).
     """
 
     def __init__(self, generate, store, item_text, paradigm, block_size, templates, fanin=2, batch_size=16,
                  show_progress=True):
-        self.generate = generate
+        self.engine = generate if hasattr(generate, "map") else LocalEngine(generate)
         self.store = store
         self.item_text = item_text
         self.paradigm = paradigm
@@ -133,9 +134,9 @@ class Summarizer:
             nodes = by_depth[depth]
             prompts = [(self._prompt(n), n) for n in nodes]
             prompts.sort(key=lambda p: len(p[0]))  # similar lengths together: less padding
-            for start in range(0, len(prompts), self.batch_size):
-                chunk = prompts[start:start + self.batch_size]
-                texts = self.generate([p for p, _ in chunk])
+            chunks = [prompts[s:s + self.batch_size] for s in range(0, len(prompts), self.batch_size)]
+            for index, texts in self.engine.map([[p for p, _ in chunk] for chunk in chunks]):
+                chunk = chunks[index]
                 self.store.add_many({n.key: text for (_, n), text in zip(chunk, texts)})
                 for _, n in chunk:
                     remaining[n.user] -= 1

@@ -1,5 +1,9 @@
 """Trainers: the safe-checkpoint mixin for every model, the LLM trainers, and trainer lookup."""
+import functools
+
 from recbole.utils import get_trainer as recbole_get_trainer
+
+from recbole_trsr.distributed.data_parallel import DataParallelMixin
 
 from recbole_trsr.trainer.trainer import DELRecTrainer, LLMTrainer, SafeCheckpointMixin, with_safe_checkpoints
 
@@ -10,12 +14,17 @@ __all__ = ["DELRecTrainer", "LLMTrainer", "LLMTRSRTrainer", "SafeCheckpointMixin
 
 
 def get_trainer(model_type, name):
-    """Return the trainer class for ``name``, always with the plugin's safe checkpoint format.
+    """Return the trainer class for ``name``, always with the plugin's safe checkpoint format and
+    data-parallel support (a no-op in one process).
 
     A plugin model may name its own trainer (``<Model>Trainer`` here); RecBole models get RecBole's
     trainer with :class:`SafeCheckpointMixin` mixed in.
     """
     own = globals().get(f"{name}Trainer")
-    if own is not None:
-        return own
-    return with_safe_checkpoints(recbole_get_trainer(model_type, name))
+    return data_parallel(own if own is not None else with_safe_checkpoints(recbole_get_trainer(model_type, name)))
+
+
+@functools.lru_cache(maxsize=None)
+def data_parallel(trainer_class):
+    """``trainer_class`` with :class:`DataParallelMixin` outermost (so only rank 0 saves, adapters included)."""
+    return type(trainer_class.__name__, (DataParallelMixin, trainer_class), {})

@@ -1,0 +1,44 @@
+"""Spawning the workers of one run, RecBole's way (``recbole.quick_start.run`` with ``nproc``)."""
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+#: The keys that place a run on several processes; RecBole's names and meanings.
+LAUNCH_KEYS = ("nproc", "world_size", "ip", "port", "offset")
+
+
+def launch_settings(config):
+    """``{nproc, world_size, ip, port, offset}`` of a config; ``world_size`` <= 0 means ``nproc``."""
+    nproc = int(config["nproc"] or 1)
+    world = int(config["world_size"] or -1)
+    return {"nproc": nproc, "world_size": nproc if world <= 0 else world, "ip": str(config["ip"] or "localhost"),
+            "port": int(config["port"] or 5678), "offset": int(config["offset"] or 0)}
+
+
+def is_multi_process(settings):
+    return settings["nproc"] > 1 or settings["world_size"] > 1
+
+
+def spawn(model, dataset, config_file_list, config_dict, argv, saved, settings):
+    """Start ``nproc`` workers of this machine (global ranks ``offset`` .. ``offset + nproc - 1``) and
+    wait for them; return the result of global rank 0 (``None`` on a machine that does not hold it)."""
+    if settings["offset"] + settings["nproc"] > settings["world_size"]:
+        raise ValueError(f"offset {settings['offset']} + nproc {settings['nproc']} exceeds world_size "
+                         f"{settings['world_size']}")
+    queue = mp.get_context("spawn").SimpleQueue()
+    config_dict = dict(config_dict or {}, **settings)
+    mp.spawn(_worker, args=(model, dataset, config_file_list, config_dict, argv, saved, queue),
+             nprocs=settings["nproc"], join=True)
+    return None if queue.empty() else queue.get()
+
+
+def _worker(local_rank, model, dataset, config_file_list, config_dict, argv, saved, queue):
+    from recbole_trsr.distributed.process_group import is_main_process
+    from recbole_trsr.quick_start import run
+
+    try:
+        result = run(model, dataset, config_file_list, dict(config_dict, local_rank=local_rank), argv, saved)
+        if is_main_process():
+            queue.put(result)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()

@@ -1,0 +1,61 @@
+"""Data-parallel runs (torch.distributed, gloo on CPU): 2 processes on this machine."""
+import socket
+
+import pytest
+import torch
+
+from conftest import DATASET, llm_config
+from recbole_trsr.quick_start import evaluate_checkpoint, run
+from recbole_trsr.trainer.checkpoint import load_checkpoint
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_train_one_replica_and_gather_the_metrics_of_one_process(data_root, tmp_path, tiny_llm):
+    config = llm_config(data_root, tmp_path, tiny_llm, subset_users=8, train_batch_size=4, epochs=2, eval_step=1,
+                        eval_batch_size=60, port=free_port())
+    two = run("LLMTRSR", DATASET, config_dict=config, nproc=2)
+
+    # Both ranks ended with the same trainable weights (run() also fails if they differ).
+    assert len(two["rank_weights"]) == 2 and two["rank_weights"][0] == two["rank_weights"][1]
+    # One checkpoint, written by rank 0; and it trained: LoRA B starts at zero.
+    checkpoints = sorted((tmp_path / "saved").glob("*.pth"))
+    assert [str(c) for c in checkpoints] == [two["checkpoint"]]
+    state = load_checkpoint(two["checkpoint"], "cpu")["state_dict"]
+    lora_b = [v for k, v in state.items() if "lora_B" in k]
+    assert lora_b and any(v.abs().sum() > 0 for v in lora_b)
+    assert len(list((tmp_path / "log_tensorboard").iterdir())) == 1
+
+    # The gathered test metrics are those of one process scoring the same weights on the same data.
+    one = evaluate_checkpoint("LLMTRSR", DATASET, two["checkpoint"], config_dict=config)
+    assert two["test_result"].keys() == one["test_result"].keys()
+    for name, value in one["test_result"].items():
+        assert two["test_result"][name] == pytest.approx(value, abs=1e-4)
+    assert sorted(two["per_user"]["users"]) == sorted(one["per_user"]["users"])  # every user once, none padded in
+    by_user = dict(zip(one["per_user"]["users"], one["per_user"]["ranks"]))
+    assert {u: r for u, r in zip(two["per_user"]["users"], two["per_user"]["ranks"])} == by_user
+
+
+def test_a_baseline_runs_on_two_processes(data_root, tmp_path):
+    from conftest import base_config
+
+    config = base_config(data_root, tmp_path, hidden_size=16, inner_size=32, n_layers=1, epochs=2,
+                         train_batch_size=64, port=free_port())
+    two = run("SASRec", DATASET, config_dict=config, nproc=2)
+    assert two["rank_weights"][0] == two["rank_weights"][1]
+    one = evaluate_checkpoint("SASRec", DATASET, two["checkpoint"], config_dict=config)
+    for name, value in one["test_result"].items():
+        assert two["test_result"][name] == pytest.approx(value, abs=1e-4)
+
+
+def test_launch_settings_follow_recbole():
+    from recbole_trsr.distributed.launch import is_multi_process, launch_settings
+
+    settings = launch_settings({"nproc": 2, "world_size": -1, "ip": None, "port": None, "offset": None})
+    assert settings == {"nproc": 2, "world_size": 2, "ip": "localhost", "port": 5678, "offset": 0}
+    assert is_multi_process(launch_settings({"nproc": 1, "world_size": 4, "ip": "10.0.0.1", "port": 1, "offset": 2}))
+    assert not is_multi_process(launch_settings({"nproc": 1, "world_size": -1, "ip": None, "port": None, "offset": 0}))

@@ -142,15 +142,23 @@ def _reuse_sr_checkpoint(model, dataset, files, config_dict, argv, checkpoints):
     return dict(config_dict or {}, delrec_sr_checkpoint=checkpoints[config["delrec_sr_model"]])
 
 
-def format_table(results, k=10):
-    """A markdown table, one row per model: test recall/mrr/ndcg@k and wall time."""
-    header = "| model | " + " | ".join(f"{m}@{k}" for m in METRIC_COLUMNS) + " | wall time (s) |"
-    rows = [header, "|" + "---|" * (len(METRIC_COLUMNS) + 2)]
+def format_table(results, k=10, n_boot=2000):
+    """Markdown: each model's test recall/MRR/NDCG@k with 95% bootstrap CIs over test users, then
+    each model's paired difference from the first one (same users, same candidates), what it
+    trained on and its wall time. Without per-user outcomes (a run that did not test) only means."""
+    from recbole_trsr.evaluation import report
+
+    names = [f"{m}@{k}" for m in METRIC_COLUMNS]
+    rows = [dict(r, name=r["model"]) for r in results if r.get("per_user")]
+    if len(rows) == len(results) and rows:
+        summary = report.summarize(rows, rows[0]["name"], names, [k], n_boot=n_boot)
+        return report.markdown(summary, names, [f"ndcg@{k}", f"recall@{k}"])
+    lines = ["| model | " + " | ".join(names) + " | wall time (s) |", "|" + "---|" * (len(names) + 2)]
     for r in results:
         test = r.get("test_result") or {}
-        cells = [f"{test[f'{m}@{k}']:.4f}" if f"{m}@{k}" in test else "n/a" for m in METRIC_COLUMNS]
-        rows.append(f"| {r['model']} | " + " | ".join(cells) + f" | {r['wall_time_s']:.1f} |")
-    return "\n".join(rows)
+        cells = [f"{test[n]:.4f}" if n in test else "n/a" for n in names]
+        lines.append(f"| {r['model']} | " + " | ".join(cells) + f" | {r['wall_time_s']:.1f} |")
+    return "\n".join(lines)
 
 
 def main(argv):

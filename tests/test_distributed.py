@@ -44,7 +44,8 @@ def test_a_baseline_runs_on_two_processes(data_root, tmp_path):
     from conftest import base_config
 
     config = base_config(data_root, tmp_path, hidden_size=16, inner_size=32, n_layers=1, epochs=2,
-                         train_batch_size=64, port=free_port())
+                         train_batch_size=64, subset_users=20, subset_history=30, MAX_ITEM_LIST_LENGTH=20,
+                         port=free_port())
     two = run("SASRec", DATASET, config_dict=config, nproc=2)
     assert two["rank_weights"][0] == two["rank_weights"][1]
     one = evaluate_checkpoint("SASRec", DATASET, two["checkpoint"], config_dict=config)

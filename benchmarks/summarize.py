@@ -83,7 +83,7 @@ def report():
              f"batches of {BATCH} over N actors of 1 CPU each, after start-up (reported apart)\n\n"
              f"speedup (batched vs one-by-one): {batched['per_s'] / one['per_s']:.1f}x")
     print(text)
-    record("Summarization: one-by-one vs batched", "python benchmarks/summarize.py", text)
+    record("Summarization: one-by-one vs batched vs Ray actors", "python benchmarks/summarize.py", text)
 
 
 if __name__ == "__main__":

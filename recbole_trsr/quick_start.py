@@ -8,7 +8,7 @@ from recbole.utils import init_logger, init_seed, set_color
 
 from recbole_trsr.config import TRSRConfig
 from recbole_trsr.data import create_dataset
-from recbole_trsr.distributed import gather_objects, is_main_process
+from recbole_trsr.distributed import gather_objects, is_distributed, is_main_process
 from recbole_trsr.distributed.data_parallel import gather_lists, weights_digest
 from recbole_trsr.distributed.launch import is_multi_process, launch_settings, spawn
 from recbole_trsr.evaluation import PerUserRecorder, fix_eval_candidates
@@ -40,8 +40,9 @@ def run(model, dataset, config_file_list=None, config_dict=None, argv=None, save
     given = dict(nproc=nproc, world_size=world_size, ip=ip, port=port, offset=offset)
     config_dict = dict(config_dict or {}, **{k: v for k, v in given.items() if v is not None})
     config = TRSRConfig(model, dataset, config_file_list, config_dict, argv)
-    if "local_rank" not in config_dict and is_multi_process(launch_settings(config)):
-        return spawn(model, dataset, config_file_list, config_dict, argv, saved, launch_settings(config))
+    settings = launch_settings(config)
+    if "local_rank" not in config_dict and is_multi_process(settings):
+        return spawn(model, dataset, config_file_list, config_dict, argv, saved, settings)
     init_seed(config["seed"], config["reproducibility"])
     _reset_root_logger()
     if is_main_process():
@@ -85,10 +86,10 @@ def run(model, dataset, config_file_list=None, config_dict=None, argv=None, save
         per_user=gather_lists(recorder.result()),
         wall_time_s=time.perf_counter() - started,
     )
-    digests = gather_objects(weights_digest(net))
-    if len(set(digests)) > 1:
-        raise RuntimeError(f"the ranks' trainable weights diverged: digests {digests}")
-    if len(digests) > 1:
+    if is_distributed():
+        digests = gather_objects(weights_digest(net))
+        if len(set(digests)) > 1:
+            raise RuntimeError(f"the ranks' trainable weights diverged: digests {digests}")
         result["rank_weights"] = digests
     return result
 

@@ -39,7 +39,7 @@ class UserHistories:
 
 
 def training_positions(dataset):
-    """``{user: sorted history positions of its examples}`` for a (training) split's dataset."""
+    """``{user: sorted history positions of its examples}`` for a split's dataset (any of the three)."""
     users = dataset.inter_feat[dataset.uid_field].tolist()
     positions = dataset.inter_feat[HISTORY_POSITION_FIELD].long().tolist()
     out = {}
@@ -136,8 +136,8 @@ class TRSRSequentialDataset(UserDraws, SequentialDataset):
             datasets[0] = train.copy(train.inter_feat[torch.from_numpy(keep)])
         eval_positions = {}
         for split in datasets[1:]:
-            for u, p in zip(split.inter_feat[self.uid_field].tolist(), split.inter_feat[HISTORY_POSITION_FIELD].tolist()):
-                eval_positions.setdefault(int(u), set()).add(int(p))
+            for u, ps in training_positions(split).items():
+                eval_positions.setdefault(u, set()).update(ps)
         for split in datasets:  # what the model (built on the train split) must precompute for
             split.eval_positions = eval_positions
         return datasets

@@ -2,12 +2,9 @@
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-#: The keys that place a run on several processes; RecBole's names and meanings.
-LAUNCH_KEYS = ("nproc", "world_size", "ip", "port", "offset")
-
-
 def launch_settings(config):
-    """``{nproc, world_size, ip, port, offset}`` of a config; ``world_size`` <= 0 means ``nproc``."""
+    """``{nproc, world_size, ip, port, offset}`` of a config (RecBole's keys and meanings); ``world_size``
+    <= 0 means ``nproc``."""
     nproc = int(config["nproc"] or 1)
     world = int(config["world_size"] or -1)
     return {"nproc": nproc, "world_size": nproc if world <= 0 else world, "ip": str(config["ip"] or "localhost"),

@@ -8,6 +8,8 @@ import os
 import torch
 import torch.distributed as dist
 
+from recbole_trsr.distributed.launch import launch_settings
+
 
 def is_distributed():
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
@@ -72,10 +74,9 @@ def init_distributed(final):
     final["gpu_id"] = gpu_id
     if gpu_id:
         os.environ.setdefault("CUDA_VISIBLE_DEVICES", gpu_id)
-    local_rank, nproc = int(final["local_rank"]), int(final.get("nproc") or 1)
-    world = int(final.get("world_size") or -1)
-    world = nproc if world <= 0 else world
-    global_rank = local_rank + int(final.get("offset") or 0)
+    settings = launch_settings(final)
+    local_rank, world = int(final["local_rank"]), settings["world_size"]
+    global_rank = local_rank + settings["offset"]
     cuda = bool(gpu_id) and torch.cuda.is_available() and final.get("use_gpu", True)
     if cuda:
         torch.cuda.set_device(local_rank)
@@ -84,7 +85,7 @@ def init_distributed(final):
         device = torch.device("cpu")
     if not dist.is_initialized():
         dist.init_process_group(backend=final.get("dist_backend") or ("nccl" if cuda else "gloo"),
-                                init_method=f"tcp://{final.get('ip') or 'localhost'}:{final.get('port') or 5678}",
+                                init_method=f"tcp://{settings['ip']}:{settings['port']}",
                                 rank=global_rank, world_size=world)
     final.update(device=device, single_spec=True, world_size=world, distributed=world > 1, rank=global_rank)
     if global_rank != 0:

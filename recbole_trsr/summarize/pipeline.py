@@ -5,7 +5,7 @@ from recbole_trsr.data.dataset import training_positions
 from recbole_trsr.distributed import main_process_first
 from recbole_trsr.summarize.segment import summary_block_count
 from recbole_trsr.summarize.store import SummaryStore
-from recbole_trsr.summarize.engines import LocalEngine, RayEngine
+from recbole_trsr.summarize.engines import RayEngine
 from recbole_trsr.summarize.summarizer import LLMGenerator, Summarizer
 
 logger = logging.getLogger(__name__)
@@ -55,18 +55,10 @@ class NoSummaries:
 def needed_positions(dataset):
     """Per user, the target positions the model will see: its training examples, plus the valid and
     test examples the dataset's splits hold (``eval_positions``, after ``test_users`` / ``valid_users``
-    draws); a dataset without them gets every position after a user's last training example."""
-    histories = dataset.user_histories
-    trained = training_positions(dataset)
-    wanted = {u: set(ps) for u, ps in trained.items()}
-    evaluated = getattr(dataset, "eval_positions", None)
-    if evaluated is not None:
-        for u, ps in evaluated.items():
-            wanted.setdefault(u, set()).update(ps)
-        return wanted
-    for u in histories.users():
-        start = trained[u][-1] + 1 if u in trained else 1
-        wanted.setdefault(u, set()).update(range(start, histories.length(u)))
+    draws; see :class:`~recbole_trsr.data.dataset.TRSRSequentialDataset`)."""
+    wanted = {u: set(ps) for u, ps in training_positions(dataset).items()}
+    for u, ps in dataset.eval_positions.items():
+        wanted.setdefault(u, set()).update(ps)
     return wanted
 
 
@@ -118,12 +110,12 @@ def _precompute(config, backbone, item_text, dataset, generate):
 
 
 def summary_engine(config, backbone):
-    """In this process (``summary_workers: 1``), or ``summary_workers`` Ray actors (``ray_address``)."""
+    """The LLM in this process (``summary_workers: 1``), or ``summary_workers`` Ray actors (``ray_address``)."""
     kwargs = dict(max_new_tokens=config["summary_max_new_tokens"], use_chat_template=config["use_chat_template"],
                   max_prompt_tokens=config["summary_prompt_max_tokens"])
     workers = int(config["summary_workers"] or 1)
     if workers <= 1:
-        return LocalEngine(LLMGenerator(backbone.model, backbone.tokenizer, **kwargs))
+        return LLMGenerator(backbone.model, backbone.tokenizer, **kwargs)  # Summarizer runs it in a LocalEngine
     dtype = str(next(backbone.model.parameters()).dtype).replace("torch.", "")
     return RayEngine(workers, config["llm_path"], config["trsr_cache_dir"], dtype, config["device"], kwargs,
                      address=config["ray_address"])

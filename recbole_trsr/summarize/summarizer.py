@@ -60,7 +60,8 @@ class Summarizer:
     """Hierarchical or recurrent block summaries for many users, batched across users.
 
     ``generate`` maps a list of prompt strings to a list of summaries (an :class:`LLMGenerator`
-    or, in tests, any callable), or is an engine of :mod:`recbole_trsr.summarize.engines` (Ray actors). ``item_text(item_id)`` gives the text shown for an item.
+    or, in tests, any callable), or is an engine of :mod:`recbole_trsr.summarize.engines` (Ray
+    actors). ``item_text(item_id)`` gives the text shown for an item.
     Templates are ``str.format`` strings: ``block_template`` ({items}), ``merge_template``
     ({summaries}), ``recurrent_template`` ({summary}, {items}).
     """

@@ -3,6 +3,7 @@
     python benchmarks/quality.py benchmarks/profiles/amazon-industrial.yaml            # every row
     python benchmarks/quality.py benchmarks/profiles/amazon-industrial.yaml --rows SASRec,GRU4Rec
     python benchmarks/quality.py benchmarks/profiles/ml-100k.yaml --record             # + RESULTS.md
+    python benchmarks/quality.py benchmarks/profiles/amazon-industrial.yaml --valid --rows A,B  # choose
 
 A profile names the dataset, the settings every row shares (split, sampled protocol, test users)
 and the rows (a model plus its own settings). Each finished row is written to
@@ -10,6 +11,10 @@ and the rows (a model plus its own settings). Each finished row is written to
 interrupted comparison resumes with the rows it has not run (``--rerun`` runs them again). The
 report checks that every row ranked the same test users against the same candidates, prints the
 tables, and draws ``benchmarks/quality/<profile>.png``.
+
+``--valid`` reports the validation split instead: each selected row's checkpoint is evaluated on
+the valid users' validation targets (stored in its JSON), which is where a recipe or a lever is
+chosen; the test table is only read once the choice is made.
 """
 import argparse
 import json
@@ -21,7 +26,7 @@ import yaml
 from common import ROOT, RESULTS, machine
 
 from recbole_trsr.evaluation import report
-from recbole_trsr.quick_start import run
+from recbole_trsr.quick_start import evaluate_checkpoint, run
 
 
 def run_row(profile, row, out_dir):
@@ -44,6 +49,19 @@ def run_row(profile, row, out_dir):
     return saved
 
 
+def valid_row(saved, path, dataset):
+    """``saved`` (a finished row) with its validation result in place of the test result; the
+    checkpoint is evaluated on the validation split once and the result kept in the row's JSON."""
+    if "valid" not in saved:
+        if not saved.get("checkpoint") or not Path(saved["checkpoint"]).is_file():
+            raise SystemExit(f"{saved['name']}: checkpoint {saved.get('checkpoint')} not found; rerun the row")
+        result = evaluate_checkpoint(saved["model"], dataset, saved["checkpoint"], config_dict=saved["config"],
+                                     split="valid")
+        saved["valid"] = result
+        path.write_text(json.dumps(saved, default=float, indent=0))
+    return dict(saved, test_result=saved["valid"]["test_result"], per_user=saved["valid"]["per_user"])
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("profile")
@@ -51,6 +69,9 @@ def main():
     parser.add_argument("--rerun", action="store_true", help="run selected rows even if their results exist")
     parser.add_argument("--report_only", action="store_true", help="run nothing; report the finished rows")
     parser.add_argument("--record", action="store_true", help="append the report to benchmarks/RESULTS.md")
+    parser.add_argument("--valid", action="store_true",
+                        help="report the validation split of the selected rows (checkpoints evaluated once)")
+    parser.add_argument("--baseline", help="row the paired differences are taken from (default: the profile's)")
     parser.add_argument("--n_boot", type=int, default=2000)
     args = parser.parse_args()
 
@@ -73,11 +94,18 @@ def main():
             done.append(json.loads(path.read_text()))
     if not done:
         raise SystemExit("no finished rows to report")
+    if args.valid:
+        done = [valid_row(r, out_dir / f"{r['name']}.json", profile["dataset"]) for r in done if r["name"] in selected]
 
     ks = profile["report"]["ks"]
     metric_names, diff_metrics = profile["report"]["metrics"], profile["report"]["paired"]
-    summary = report.summarize(done, profile["baseline"], metric_names, ks, n_boot=args.n_boot)
+    summary = report.summarize(done, args.baseline or profile["baseline"], metric_names, ks, n_boot=args.n_boot)
     text = report.markdown(summary, metric_names, diff_metrics)
+    if args.valid:
+        text = "Validation split (valid users' validation targets; for choosing, not for reporting)\n\n" + text
+        text = text.replace("test users", "valid users")
+        print(text)
+        return
     png = out_dir.parent / f"{profile_path.stem}.png"
     report.chart(summary, profile["report"]["chart"], png, profile.get("title", profile["dataset"]))
     print(text)

@@ -54,7 +54,9 @@ class PromptBuilder:
     def __init__(self, tokenizer, template, item_texts=None, item_max_tokens=32, summary_max_tokens=128,
                  prompt_max_tokens=512, use_chat_template=True, no_summary_text="none yet",
                  recent_separator="\n", list_slots=("recent",), text_slots=("summary",), trim_slot="recent",
-                 candidate_as_answer=False, item_ids=None, soft_prompt_length=0):
+                 candidate_as_answer=False, item_ids=None, soft_prompt_length=0, candidate_notes=None):
+        # candidate_notes: per item id, text shown after the item's text when it is the candidate
+        # (never in the recent items), e.g. its training popularity.
         # candidate_as_answer: the candidate's text is the model's answer (after the chat tail),
         # not part of the question; used for likelihood scoring (DELRec).
         self.list_slots, self.text_slots, self.trim_slot = tuple(list_slots), tuple(text_slots), trim_slot
@@ -93,6 +95,8 @@ class PromptBuilder:
         self.item_ids = item_ids if item_ids is not None else self._tokenize_items(item_texts, item_max_tokens)
         self._summary_cache = {}
         self._suffix_cache = {}
+        self.candidate_notes = candidate_notes
+        self._note_ids = {note: encode(tokenizer, note) for note in set(candidate_notes or [])}
 
     def _tokenize_items(self, item_texts, max_tokens):
         texts = list(item_texts)
@@ -124,7 +128,8 @@ class PromptBuilder:
         """Token ids of the candidate part of the prompt for ``item``."""
         item = int(item)
         if item not in self._suffix_cache:
-            self._suffix_cache[item] = self.item_ids[item] + self._suffix_tail
+            note = self._note_ids[self.candidate_notes[item]] if self.candidate_notes else []
+            self._suffix_cache[item] = self.item_ids[item] + note + self._suffix_tail
         return self._suffix_cache[item]
 
     def prefix(self, summary=None, recent_items=(), longest_suffix=0, **slots):

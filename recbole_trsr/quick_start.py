@@ -107,16 +107,20 @@ def _prepare(config):
     return train_data, valid_data, test_data, net
 
 
-def evaluate_checkpoint(model, dataset, checkpoint, config_file_list=None, config_dict=None, argv=None):
-    """Test the weights of ``checkpoint`` (written by :func:`run`) on ``dataset``'s test split, in this
-    process, with the same data settings; returns ``{"test_result", "per_user"}``."""
+def evaluate_checkpoint(model, dataset, checkpoint, config_file_list=None, config_dict=None, argv=None, split="test"):
+    """Evaluate the weights of ``checkpoint`` (written by :func:`run`) on ``dataset``'s ``split``
+    ("test" or "valid", the one to choose settings on), in this process, with the same data
+    settings; returns ``{"test_result", "per_user"}`` (the result of that split)."""
+    if split not in ("valid", "test"):
+        raise ValueError(f"split must be 'valid' or 'test', not {split!r}")
     config = TRSRConfig(model, dataset, config_file_list, config_dict, argv)
     init_seed(config["seed"], config["reproducibility"])
-    _, _, test_data, net = _prepare(config)
+    _, valid_data, test_data, net = _prepare(config)
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, net)
     recorder = PerUserRecorder(trainer, config["USER_ID_FIELD"], max(config["topk"])).attach()
-    test_result = trainer.evaluate(test_data, load_best_model=True, model_file=str(checkpoint))
-    return {"test_result": test_result, "per_user": recorder.result()}
+    data = valid_data if split == "valid" else test_data
+    result = trainer.evaluate(data, load_best_model=True, model_file=str(checkpoint))
+    return {"test_result": result, "per_user": recorder.result()}
 
 
 def compare(models, dataset, config_file_list=None, config_dict=None, argv=None, k=10):

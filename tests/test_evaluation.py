@@ -86,6 +86,26 @@ def test_every_model_is_ranked_against_the_same_candidates(data_root, tmp_path, 
         assert row["trained_on"]["examples"] > 0
 
 
+def test_a_checkpoint_reevaluated_on_validation_gives_the_runs_validation(data_root, tmp_path):
+    """How a lever is chosen without test data: evaluate_checkpoint(split="valid") of a finished run
+    reproduces the validation result the run itself computed for those weights (same users and
+    candidates); the test split gives the test result."""
+    from recbole_trsr.quick_start import evaluate_checkpoint
+
+    config = base_config(data_root, tmp_path, subset_users=20, hidden_size=16, inner_size=32, n_layers=1,
+                         eval_args={"split": {"LS": "valid_and_test"}, "order": "TO", "group_by": "user",
+                                    "mode": "uni19"}, topk=[10], valid_metric="NDCG@10", valid_users=8)
+    result = run("SASRec", DATASET, config_dict=config)
+    valid = evaluate_checkpoint("SASRec", DATASET, result["checkpoint"], config_dict=config, split="valid")
+    test = evaluate_checkpoint("SASRec", DATASET, result["checkpoint"], config_dict=config)
+    assert len(valid["per_user"]["users"]) == 8 and len(test["per_user"]["users"]) == 20
+    for name, value in result["best_valid_result"].items():
+        assert valid["test_result"][name] == pytest.approx(value, abs=1e-4)
+    assert test["test_result"] == pytest.approx(dict(result["test_result"]), abs=1e-4)
+    with pytest.raises(ValueError, match="split must be"):
+        evaluate_checkpoint("SASRec", DATASET, result["checkpoint"], config_dict=config, split="train")
+
+
 def test_fixed_candidates_do_not_move_the_global_random_state():
     from recbole_trsr.evaluation import FixedCandidatesSampler
 

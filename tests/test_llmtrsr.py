@@ -7,6 +7,7 @@ from recbole.data import data_preparation
 from conftest import DATASET, base_config, llm_config
 from recbole_trsr.config import TRSRConfig
 from recbole_trsr.data import HISTORY_POSITION_FIELD, create_dataset
+from recbole_trsr.data.item_text import popularity_levels
 from recbole_trsr.llm.backbone import load_backbone
 from recbole_trsr.llm.scoring import AnswerScorer, Group
 from recbole_trsr.model.llmtrsr import LLMTRSR
@@ -200,6 +201,33 @@ def test_popularity_retriever_counts_training_interactions_only(built):
     counts = PopularityRetriever(train._dataset).counts
     assert {i: int(counts[i]) for i in expected} == dict(expected)
     assert int(counts[1:].sum()) == sum(expected.values())
+
+
+def test_training_popularity_ignores_user_draws_and_eval_items(data_root, tmp_path, tiny_llm):
+    """The popularity a prompt may show counts every user's training items, also when train_users /
+    train_targets_per_user shrink the training examples, and never a valid or test item."""
+    _, model, train, _, _ = _build(data_root, tmp_path, tiny_llm, train_users=2, train_targets_per_user=1,
+                                   candidate_popularity=True)
+    hist = model.histories
+    expected = np.zeros(model.n_items, dtype=int)
+    for u in hist.users():
+        for item in set(hist.items_before(u, hist.length(u) - 2).tolist()):
+            expected[item] += 1
+    assert np.array_equal(train._dataset.train_item_users, expected)
+    assert len({u for u in train._dataset.inter_feat["user_id"].tolist()}) == 2
+    levels = popularity_levels(expected)
+    top, never = int(np.argmax(expected)), int(np.flatnonzero(expected[1:] == 0)[0]) + 1
+    assert levels[top] == "very high" and levels[never] == "very low"
+    assert model.prompts.suffix(top)[:len(model.prompts.item_ids[top])] == model.prompts.item_ids[top]
+    assert "(popularity: very high)" in model.prompts.tokenizer.decode(model.prompts.suffix(top))
+
+
+def test_popularity_levels_follow_percentiles():
+    counts = np.r_[0, np.arange(100)]  # item i+1 has i users: percentile i/100
+    levels = popularity_levels(counts)
+    assert levels[0] == "" and levels[1] == "very low" and levels[50] == "very low"
+    assert (levels[51], levels[76], levels[91], levels[98]) == ("low", "medium", "high", "very high")
+    assert popularity_levels(np.r_[0, 3, 3, 3]) == ["", "very low", "very low", "very low"]  # ties share
 
 
 def test_over_long_summarizer_prompts_are_cut_and_counted(tiny_llm):

@@ -26,6 +26,17 @@ def test_parts_and_token_order(tok):
     assert builder.counters == {}
 
 
+def test_candidate_notes_follow_the_candidate_only(tok):
+    notes = [""] + [" (popularity: high)" if i % 2 else " (popularity: low)" for i in range(1, 11)]
+    plain = PromptBuilder(tok, TEMPLATE, items(10), use_chat_template=False)
+    noted = PromptBuilder(tok, TEMPLATE, items(10), use_chat_template=False, candidate_notes=notes)
+    prefix, suffixes = noted.build("s", [1, 2], [3, 4])
+    assert prefix == plain.build("s", [1, 2], [3, 4])[0]  # recent items carry no note
+    assert "popularity" not in tok.decode(prefix)
+    assert tok.decode(suffixes[0]).startswith(noted.item_text(3) + " (popularity: high)")
+    assert tok.decode(suffixes[1]).startswith(noted.item_text(4) + " (popularity: low)")
+
+
 def test_budgets_cut_and_count(tok):
     builder = PromptBuilder(tok, TEMPLATE, items(10, words=30), item_max_tokens=8, summary_max_tokens=5,
                             prompt_max_tokens=10_000, use_chat_template=False)

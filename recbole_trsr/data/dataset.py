@@ -58,6 +58,8 @@ class UserDraws:
       Training data is untouched: every model still learns from every user.
     * ``train_users``: train on the examples of N users only (drawn with ``seed + 1``); meant to cap an
       LLM's training cost, never for the baselines of a comparison (their data must stay whole).
+
+    Every split also carries ``train_item_users`` (:func:`training_item_users`, before any draw).
     """
 
     def _data_filtering(self):
@@ -89,7 +91,11 @@ class UserDraws:
         # Before any draw shrinks a split: the sampled-evaluation exclusions must not depend on
         # train_users or on the model type (see recbole_trsr.evaluation.candidates).
         self.seen_items = seen_items_by_phase(self, datasets)
-        return restrict_users(self, datasets)
+        item_users = training_item_users(self, datasets[0])  # every user's, before train_users shrinks it
+        datasets = restrict_users(self, datasets)
+        for split in datasets:
+            split.train_item_users = item_users
+        return datasets
 
 
 class TRSRSequentialDataset(UserDraws, SequentialDataset):
@@ -149,28 +155,41 @@ class TRSRGeneralDataset(UserDraws, Dataset):
     row of a comparison."""
 
 
+def _user_item_codes(dataset, split):
+    """``user * n_items + item`` of every (user, item) a split holds: its examples' targets and, for a
+    sequential split, their item lists (so a user's first item, never a target, is counted too)."""
+    uid, iid, n_items = dataset.uid_field, dataset.iid_field, dataset.item_num
+    users, items = split.inter_feat[uid].numpy(), split.inter_feat[iid].numpy()
+    codes = [users.astype(np.int64) * n_items + items]
+    list_field = getattr(dataset, "item_id_list_field", None)
+    if list_field and list_field in split.inter_feat:
+        lists = split.inter_feat[list_field].numpy()
+        rows, cols = np.nonzero(lists)
+        codes.append(users[rows].astype(np.int64) * n_items + lists[rows, cols])
+    return np.concatenate(codes)
+
+
 def seen_items_by_phase(dataset, datasets):
     """``{"valid": sets, "test": sets}``: per user (an array indexed by internal user id), the items of
-    the training split, plus the valid split for "test": RecBole's general-model exclusions. A
-    sequential split also holds its examples' item lists, so a user's first item (never a target)
-    counts as seen, as it does for a general model."""
-    uid, iid, n_items = dataset.uid_field, dataset.iid_field, dataset.item_num
-    list_field = getattr(dataset, "item_id_list_field", None)
+    the training split, plus the valid split for "test": RecBole's general-model exclusions, the same
+    for a sequential split (see :func:`_user_item_codes`)."""
+    n_items = dataset.item_num
     out, seen_codes = {}, np.empty(0, dtype=np.int64)
     for phase, split in zip(("train", "valid", "test"), datasets):
-        users, items = split.inter_feat[uid].numpy(), split.inter_feat[iid].numpy()
-        codes = [users.astype(np.int64) * n_items + items]
-        if list_field and list_field in split.inter_feat:
-            lists = split.inter_feat[list_field].numpy()
-            rows, cols = np.nonzero(lists)
-            codes.append(users[rows].astype(np.int64) * n_items + lists[rows, cols])
         if phase != "train":
             sets = np.array([set() for _ in range(dataset.user_num)])
             for code in seen_codes:
                 sets[code // n_items].add(int(code % n_items))
             out[phase] = sets
-        seen_codes = np.unique(np.concatenate([seen_codes] + codes))
+        seen_codes = np.unique(np.concatenate([seen_codes, _user_item_codes(dataset, split)]))
     return out
+
+
+def training_item_users(dataset, train_split):
+    """Per internal item id, how many users interacted with it in the training split (never the
+    valid or test items): the popularity that training may show a model."""
+    codes = np.unique(_user_item_codes(dataset, train_split))
+    return np.bincount(codes % dataset.item_num, minlength=dataset.item_num)
 
 
 def restrict_users(dataset, datasets):

@@ -1,6 +1,9 @@
 """Item-id -> text table read from the ``.item`` atomic file, aligned with RecBole's internal ids."""
+import bisect
 import logging
 import os
+
+import numpy as np
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +85,19 @@ class ItemTextTable:
         if malformed:
             logger.warning("item text: %d malformed rows in %s were skipped", malformed, path)
         return cls(texts, n_fallback, malformed)
+
+
+#: Words for an item's training popularity, from its percentile among all items (ties share one).
+POPULARITY_LEVELS = ("very low", "low", "medium", "high", "very high")
+POPULARITY_PERCENTILES = (0.5, 0.75, 0.9, 0.97)
+
+
+def popularity_levels(item_users):
+    """A word of :data:`POPULARITY_LEVELS` per internal item id (id 0, padding: ""), from how many users
+    interacted with the item in training: the share of items with strictly fewer users decides it."""
+    counts = np.asarray(item_users)[1:]
+    below = np.searchsorted(np.sort(counts), counts, side="left") / max(len(counts), 1)
+    return [""] + [POPULARITY_LEVELS[bisect.bisect_right(POPULARITY_PERCENTILES, p)] for p in below]
 
 
 def parse_header(line, field_separator="\t"):

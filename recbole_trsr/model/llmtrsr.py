@@ -7,6 +7,7 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 
 from recbole_trsr.data import HISTORY_POSITION_FIELD, ItemTextTable
+from recbole_trsr.data.item_text import popularity_levels
 from recbole_trsr.llm.backbone import load_backbone
 from recbole_trsr.llm.scoring import AnswerScorer, Group
 from recbole_trsr.model.own_weights import OwnWeightsCheckpointMixin
@@ -52,10 +53,14 @@ class LLMTRSR(OwnWeightsCheckpointMixin, SequentialRecommender):
         backbone = load_backbone(config["llm_path"], config["trsr_cache_dir"], config["llm_dtype"], config["device"])
         item_texts = ItemTextTable.from_dataset(dataset)
         self.item_text_fallbacks = item_texts.n_fallback
+        notes = None
+        if config["candidate_popularity"]:
+            notes = [f" (popularity: {level})" if level else "" for level in popularity_levels(dataset.train_item_users)]
         self.prompts = PromptBuilder(
             backbone.tokenizer, config["prompt_template"], item_texts.texts,
             item_max_tokens=config["item_max_tokens"], summary_max_tokens=config["summary_max_tokens"],
             prompt_max_tokens=config["prompt_max_tokens"], use_chat_template=config["use_chat_template"],
+            candidate_notes=notes,
         )
         self.summaries = precompute_summaries(config, backbone, self.prompts.item_text, dataset)
 

@@ -7,17 +7,12 @@ logger = logging.getLogger(__name__)
 
 
 class PopularityRetriever(torch.nn.Module):
-    """Scores every item by its number of training interactions: per user, the history up to and
-    including its last training target (never the validation or test items that follow)."""
+    """Scores every item by how many users interacted with it in the training split (every user's,
+    never the validation or test items: ``dataset.train_item_users``)."""
 
     def __init__(self, dataset):
         super().__init__()
-        from recbole_trsr.data import training_positions
-
-        hist = dataset.user_histories
-        items = [i for u, ps in training_positions(dataset).items() for i in hist.items_before(u, ps[-1] + 1).tolist()]
-        counts = torch.zeros(dataset.item_num)
-        counts.index_add_(0, torch.as_tensor(items, dtype=torch.long), torch.ones(len(items)))
+        counts = torch.as_tensor(dataset.train_item_users, dtype=torch.float32).clone()
         counts[0] = -1.0
         self.register_buffer("counts", counts, persistent=False)
         self.name = "pop"

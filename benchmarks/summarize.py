@@ -31,7 +31,7 @@ def prompts():
 def measure(variant):
     if variant.startswith("ray-"):
         return measure_ray(int(variant.split("-")[1]))
-    from recbole_trsr.summarize.summarizer import LLMGenerator
+    from recbole_trsr.llm.generation import LLMGenerator
 
     backbone = load_default_backbone()
     gen = LLMGenerator(backbone.model, backbone.tokenizer, max_new_tokens=NEW_TOKENS)

@@ -13,6 +13,7 @@ from recbole_trsr.distributed.data_parallel import gather_lists, weights_digest
 from recbole_trsr.distributed.launch import is_multi_process, launch_settings, spawn
 from recbole_trsr.evaluation import PerUserRecorder, fix_eval_candidates
 from recbole_trsr.registry import get_model
+from recbole_trsr.sr_model import attach_sr_models
 from recbole_trsr.trainer import get_trainer
 
 METRIC_COLUMNS = ("recall", "mrr", "ndcg")
@@ -29,7 +30,8 @@ def run(model, dataset, config_file_list=None, config_dict=None, argv=None, save
     trainable-weights digest (all equal, or the run fails).
 
     Returns RecBole's result dict (``best_valid_score``, ``valid_score_bigger``,
-    ``best_valid_result``, ``test_result``) plus ``model``, ``wall_time_s`` and ``checkpoint``.
+    ``best_valid_result``, ``test_result``) plus ``model``, ``wall_time_s`` and ``checkpoint``
+    (and ``sr_checkpoint`` when DELRec trained its SR model first).
     ``argv`` holds ``--key=value`` overrides (highest priority); sys.argv is never read here.
     ``per_user`` holds each test user's outcome (see :class:`PerUserRecorder`), for confidence
     intervals and paired comparisons. Sampled evaluation candidates depend only on ``seed`` and the
@@ -42,7 +44,7 @@ def run(model, dataset, config_file_list=None, config_dict=None, argv=None, save
     config = TRSRConfig(model, dataset, config_file_list, config_dict, argv)
     settings = launch_settings(config)
     if "local_rank" not in config_dict and is_multi_process(settings):
-        return spawn(model, dataset, config_file_list, config_dict, argv, saved, settings)
+        return spawn(run, model, dataset, config_file_list, config_dict, argv, saved, settings)
     init_seed(config["seed"], config["reproducibility"])
     _reset_root_logger()
     if is_main_process():
@@ -63,6 +65,9 @@ def run(model, dataset, config_file_list=None, config_dict=None, argv=None, save
         result["wall_time_s"] = time.perf_counter() - started
         return result
 
+    sr_checkpoint = attach_sr_models(config, net, train_data, valid_data)
+    if sr_checkpoint:
+        result["sr_checkpoint"] = sr_checkpoint
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, net)
     best_valid_score, best_valid_result = trainer.fit(
         train_data, valid_data, saved=saved, show_progress=config["show_progress"]
@@ -115,7 +120,11 @@ def evaluate_checkpoint(model, dataset, checkpoint, config_file_list=None, confi
         raise ValueError(f"split must be 'valid' or 'test', not {split!r}")
     config = TRSRConfig(model, dataset, config_file_list, config_dict, argv)
     init_seed(config["seed"], config["reproducibility"])
-    _, valid_data, test_data, net = _prepare(config)
+    train_data, valid_data, test_data, net = _prepare(config)
+    if config["model"] == "DELRec" and not config["delrec_sr_checkpoint"]:
+        raise ValueError("evaluating a DELRec checkpoint needs delrec_sr_checkpoint: the SR model its run used "
+                         "(run() returns it as 'sr_checkpoint' when it trained one)")
+    attach_sr_models(config, net, train_data, valid_data)
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, net)
     recorder = PerUserRecorder(trainer, config["USER_ID_FIELD"], max(config["topk"])).attach()
     data = valid_data if split == "valid" else test_data

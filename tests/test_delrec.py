@@ -99,8 +99,18 @@ def test_predictions_finite_and_checkpoint_roundtrip(built, data_root, tmp_path,
 
 
 def test_delrec_end_to_end_trains_its_sr_model(data_root, tmp_path, tiny_llm):
-    result = run("DELRec", DATASET, config_dict=delrec_config(data_root, tmp_path, tiny_llm))
+    from recbole_trsr.quick_start import evaluate_checkpoint
+
+    config = delrec_config(data_root, tmp_path, tiny_llm)
+    result = run("DELRec", DATASET, config_dict=config)
     assert 0.0 <= result["test_result"]["ndcg@10"] <= 1.0
+    # its checkpoint, with the SR model the run trained, tests the same again in a fresh model
+    with pytest.raises(ValueError, match="needs delrec_sr_checkpoint"):
+        evaluate_checkpoint("DELRec", DATASET, result["checkpoint"], config_dict=config)
+    again = evaluate_checkpoint("DELRec", DATASET, result["checkpoint"],
+                                config_dict=dict(config, delrec_sr_checkpoint=result["sr_checkpoint"]))
+    assert again["test_result"] == pytest.approx(dict(result["test_result"]), abs=1e-4)
+    assert again["per_user"]["ranks"] == result["per_user"]["ranks"]
     full = run("DELRec", DATASET, config_dict=delrec_config(
         data_root, tmp_path / "full", tiny_llm, full_sort_top_m=8,
         eval_args={"split": {"LS": "valid_and_test"}, "order": "TO", "group_by": "user", "mode": "full"}))

@@ -172,3 +172,47 @@ def test_foreign_pickled_checkpoint_is_refused(tmp_path):
     torch.save({"config": PickledConfig(), "state_dict": {}}, path)
     with pytest.raises(RuntimeError, match="cannot|not a recbole-trsr checkpoint"):
         load_checkpoint(path)
+
+
+def _package_imports():
+    """``{module: modules of the package it imports}``, function-level imports included; a module's
+    own package ``__init__`` (loaded first by Python anyway) is not an edge."""
+    import ast
+
+    root = REPO / "recbole_trsr"
+    modules = {}
+    for path in root.rglob("*.py"):
+        parts = path.relative_to(REPO).with_suffix("").parts
+        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph = {}
+    for name, path in modules.items():
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("recbole_trsr"):
+                found |= {f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules else node.module
+                          for a in node.names}
+            elif isinstance(node, ast.Import):
+                found |= {a.name for a in node.names if a.name.startswith("recbole_trsr")}
+        graph[name] = {m for m in found if m in modules and m != name and not name.startswith(m + ".")}
+    return graph
+
+
+def test_the_package_has_no_import_cycles():
+    graph = _package_imports()
+    assert graph["recbole_trsr.quick_start"] >= {"recbole_trsr.config", "recbole_trsr.sr_model"}  # it parsed
+    state, path = {}, []
+
+    def visit(module):
+        state[module] = "open"
+        path.append(module)
+        for dep in sorted(graph[module]):
+            if state.get(dep) == "open":
+                raise AssertionError("import cycle: " + " -> ".join(path[path.index(dep):] + [dep]))
+            if dep not in state:
+                visit(dep)
+        path.pop()
+        state[module] = "done"
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module)

@@ -231,7 +231,7 @@ def test_popularity_levels_follow_percentiles():
 
 
 def test_over_long_summarizer_prompts_are_cut_and_counted(tiny_llm):
-    from recbole_trsr.summarize.summarizer import LLMGenerator
+    from recbole_trsr.llm.generation import LLMGenerator
 
     backbone = load_backbone(str(tiny_llm), dtype="float32")
     gen = LLMGenerator(backbone.model, backbone.tokenizer, max_new_tokens=3, max_prompt_tokens=12)

@@ -5,7 +5,7 @@ import transformers
 from conftest import DATASET, base_config
 from recbole_trsr.llm.backbone import PACKAGE_PREFIX, converted_gguf_folder, load_backbone, resolve_gguf_in_package
 from recbole_trsr.quick_start import run
-from recbole_trsr.summarize.summarizer import LLMGenerator
+from recbole_trsr.llm.generation import LLMGenerator
 
 pytest.importorskip("gguf")
 

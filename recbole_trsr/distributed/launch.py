@@ -15,26 +15,24 @@ def is_multi_process(settings):
     return settings["nproc"] > 1 or settings["world_size"] > 1
 
 
-def spawn(model, dataset, config_file_list, config_dict, argv, saved, settings):
-    """Start ``nproc`` workers of this machine (global ranks ``offset`` .. ``offset + nproc - 1``) and
-    wait for them; return the result of global rank 0 (``None`` on a machine that does not hold it)."""
+def spawn(target, model, dataset, config_file_list, config_dict, argv, saved, settings):
+    """Start ``nproc`` workers of this machine (global ranks ``offset`` .. ``offset + nproc - 1``), each
+    calling ``target`` (``recbole_trsr.quick_start.run``) with its ``local_rank``, and wait for them;
+    return the result of global rank 0 (``None`` on a machine that does not hold it)."""
     if settings["offset"] + settings["nproc"] > settings["world_size"]:
         raise ValueError(f"offset {settings['offset']} + nproc {settings['nproc']} exceeds world_size "
                          f"{settings['world_size']}")
     queue = mp.get_context("spawn").SimpleQueue()
     config_dict = dict(config_dict or {}, **settings)
-    mp.spawn(_worker, args=(model, dataset, config_file_list, config_dict, argv, saved, queue),
+    mp.spawn(_worker, args=(target, model, dataset, config_file_list, config_dict, argv, saved, queue),
              nprocs=settings["nproc"], join=True)
     return None if queue.empty() else queue.get()
 
 
-def _worker(local_rank, model, dataset, config_file_list, config_dict, argv, saved, queue):
-    from recbole_trsr.distributed.process_group import is_main_process
-    from recbole_trsr.quick_start import run
-
+def _worker(local_rank, target, model, dataset, config_file_list, config_dict, argv, saved, queue):
     try:
-        result = run(model, dataset, config_file_list, dict(config_dict, local_rank=local_rank), argv, saved)
-        if is_main_process():
+        result = target(model, dataset, config_file_list, dict(config_dict, local_rank=local_rank), argv, saved)
+        if config_dict["offset"] + local_rank == 0:
             queue.put(result)
     finally:
         if dist.is_initialized():

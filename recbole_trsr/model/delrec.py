@@ -28,8 +28,8 @@ class DELRec(OwnWeightsCheckpointMixin, SequentialRecommender):
     ``predict`` scores a candidate by the mean log-likelihood of its text as the answer: every
     candidate of RecBole's sampled protocol gets a comparable score without listing 100
     candidates in one prompt, and the user's prompt is computed once for all of them.
-    The SR model is attached by :class:`~recbole_trsr.trainer.DELRecTrainer` (trained first
-    when ``delrec_sr_checkpoint`` is empty).
+    The SR model is attached by the run (``recbole_trsr.sr_model.attach_sr_models``: loaded from
+    ``delrec_sr_checkpoint``, or trained first when it is empty).
     """
 
     input_type = InputType.POINTWISE
@@ -108,7 +108,8 @@ class DELRec(OwnWeightsCheckpointMixin, SequentialRecommender):
     @torch.no_grad()
     def _sr_top(self, interaction, k):
         if self.sr_model is None:
-            raise RuntimeError("DELRec has no SR model attached (DELRecTrainer attaches or trains one)")
+            raise RuntimeError("DELRec has no SR model attached (recbole_trsr.sr_model.attach_sr_models does it "
+                               "in every run)")
         scores = self.sr_model.full_sort_predict(interaction).clone()
         scores[:, 0] = -torch.inf
         return scores.topk(k, dim=1).indices.tolist()

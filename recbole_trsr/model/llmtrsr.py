@@ -131,7 +131,14 @@ class LLMTRSR(OwnWeightsCheckpointMixin, SequentialRecommender):
             rows = [(u, p) for u, p in zip(users, positions) for _ in range(m)]
             return self._score([u for u, _ in rows], [p for _, p in rows], top.flatten().tolist()).view_as(top)
 
+        if self.retriever is None:
+            raise RuntimeError("full_sort_retriever names a checkpoint that was never attached "
+                               "(recbole_trsr.sr_model.attach_sr_models does it in every run)")
         return rerank_top_m(self.retriever(interaction), self.full_sort_top_m, score_top, f"retriever {self.retriever.name}")
+
+    def attach_retriever(self, retriever):
+        """The full-sort first stage named by ``full_sort_retriever: {model, checkpoint}``."""
+        self.retriever = retriever
 
     def decision_counts(self):
         """Every logged, counted decision of this run (prompt cuts, text fallbacks, cache repairs)."""

@@ -22,23 +22,12 @@ class PopularityRetriever(torch.nn.Module):
 
 
 class CheckpointRetriever(torch.nn.Module):
-    """A trained RecBole model (e.g. SASRec) loaded from a recbole-trsr checkpoint."""
+    """A trained, frozen RecBole model (e.g. SASRec; built by ``recbole_trsr.sr_model``) as first stage."""
 
-    def __init__(self, model_name, checkpoint, dataset):
+    def __init__(self, model, name):
         super().__init__()
-        from recbole_trsr.config import TRSRConfig
-        from recbole_trsr.registry import get_model
-        from recbole_trsr.trainer.checkpoint import architecture_overrides, load_checkpoint, restore_model_state
-
-        state = load_checkpoint(checkpoint)
-        overrides = dict(architecture_overrides(state["config"], model_name), device="cpu")
-        config = TRSRConfig(model_name, dataset.config["dataset"], config_dict=overrides)
-        self.model = get_model(model_name)(config, dataset)
-        restore_model_state(self.model, state["state_dict"])
-        self.model.eval()
-        for p in self.model.parameters():
-            p.requires_grad_(False)
-        self.name = f"{model_name}:{checkpoint}"
+        self.model = model
+        self.name = name
 
     def forward(self, interaction):
         return self.model.full_sort_predict(interaction)
@@ -63,9 +52,10 @@ def rerank_top_m(first_stage, top_m, score_top, describe):
 
 
 def build_retriever(spec, dataset):
-    """``pop`` or ``{model: SASRec, checkpoint: path}``."""
+    """The first stage ``spec`` names: ``pop`` here; ``{model: SASRec, checkpoint: path}`` is loaded by
+    the run (``recbole_trsr.sr_model.attach_sr_models``), so ``None`` until then."""
     if spec in (None, "pop"):
         return PopularityRetriever(dataset)
     if isinstance(spec, dict) and "model" in spec and "checkpoint" in spec:
-        return CheckpointRetriever(spec["model"], spec["checkpoint"], dataset)
+        return None
     raise ValueError(f"full_sort_retriever must be 'pop' or {{model: NAME, checkpoint: PATH}}, not {spec!r}")

@@ -7,6 +7,9 @@ interrupted run keeps every batch that came back.
 """
 import logging
 
+from recbole_trsr.llm.backbone import load_backbone
+from recbole_trsr.llm.generation import LLMGenerator
+
 logger = logging.getLogger(__name__)
 
 
@@ -32,9 +35,6 @@ class _SummaryActor:
     """A Ray actor holding its own copy of the summarizer LLM."""
 
     def __init__(self, llm_path, cache_dir, dtype, device, generator_kwargs):
-        from recbole_trsr.llm.backbone import load_backbone
-        from recbole_trsr.summarize.summarizer import LLMGenerator
-
         backbone = load_backbone(llm_path, cache_dir, dtype, device)
         self.generate = LLMGenerator(backbone.model, backbone.tokenizer, **generator_kwargs)
 

@@ -3,10 +3,11 @@ import logging
 
 from recbole_trsr.data.dataset import training_positions
 from recbole_trsr.distributed import main_process_first
+from recbole_trsr.llm.generation import LLMGenerator
+from recbole_trsr.summarize.engines import RayEngine
 from recbole_trsr.summarize.segment import summary_block_count
 from recbole_trsr.summarize.store import SummaryStore
-from recbole_trsr.summarize.engines import RayEngine
-from recbole_trsr.summarize.summarizer import LLMGenerator, Summarizer
+from recbole_trsr.summarize.summarizer import Summarizer
 
 logger = logging.getLogger(__name__)
 

@@ -104,8 +104,8 @@ class LLMTrainer(SafeCheckpointMixin, Trainer):
 class DELRecTrainer(LLMTrainer):
     """DELRec's two stages from one ``fit``.
 
-    0. The SR model: loaded from ``delrec_sr_checkpoint``, or trained here first with RecBole's
-       trainer on the same training data (its checkpoint is written in the safe format).
+    0. The SR model is attached before ``fit`` by the run (``recbole_trsr.sr_model``: loaded from
+       ``delrec_sr_checkpoint``, or trained first on the same training data).
     1. Distillation: ``delrec_stage1_epochs`` epochs training only the soft prompt.
     2. Recommendation: the usual RecBole fit (validation, early stopping, best checkpoint)
        training only the AdaLoRA adapters.
@@ -114,7 +114,7 @@ class DELRecTrainer(LLMTrainer):
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         model, config = self.model, self.config
         if model.sr_model is None:
-            model.attach_sr_model(self._sr_model(train_data, valid_data, show_progress))
+            raise RuntimeError("DELRec needs its SR model attached before fit (recbole_trsr.sr_model.attach_sr_models)")
         model.set_stage("distill")
         self.optimizer = self._build_optimizer(learning_rate=config["delrec_stage1_lr"])
         for epoch in range(config["delrec_stage1_epochs"]):
@@ -127,29 +127,3 @@ class DELRecTrainer(LLMTrainer):
         model.set_stage("recommend")
         self.optimizer = self._build_optimizer()
         return super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
-
-    def _sr_model(self, train_data, valid_data, show_progress):
-        from recbole_trsr.config import TRSRConfig
-        from recbole_trsr.registry import get_model
-        from recbole_trsr.trainer import get_trainer
-        from recbole_trsr.trainer.checkpoint import architecture_overrides, load_checkpoint, restore_model_state
-
-        name, path = self.config["delrec_sr_model"], self.config["delrec_sr_checkpoint"]
-        overrides = {k: self.config[k] for k in ("seed", "device", "eval_args", "metrics", "topk", "valid_metric",
-                                                 "checkpoint_dir", "MAX_ITEM_LIST_LENGTH")}
-        overrides.update(self.config["delrec_sr_config"] or {})
-        state = load_checkpoint(path, self.device) if path else None
-        if state is not None:
-            overrides.update(architecture_overrides(state["config"], name))
-        sr_config = TRSRConfig(name, self.config["dataset"], config_dict=overrides)
-        sr_model = get_model(name)(sr_config, train_data._dataset).to(self.device)
-        if state is not None:
-            restore_model_state(sr_model, state["state_dict"])
-            self.logger.info(f"DELRec: SR model {name} loaded from {path}")
-            return sr_model
-        self.logger.info(f"DELRec: training the SR model {name} first (no delrec_sr_checkpoint given)")
-        trainer = get_trainer(sr_config["MODEL_TYPE"], name)(sr_config, sr_model)
-        trainer.fit(train_data, valid_data, saved=True, show_progress=show_progress)
-        restore_model_state(sr_model, load_checkpoint(trainer.saved_model_file, self.device)["state_dict"])
-        self.logger.info(f"DELRec: SR model checkpoint {trainer.saved_model_file}")
-        return sr_model

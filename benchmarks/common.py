@@ -23,10 +23,16 @@ def cache_dir():
     return os.environ.get("TRSR_CACHE", "~/.cache/recbole_trsr")
 
 
-def load_default_backbone(dtype="auto"):
+#: Environment that changes what a benchmark measures; recorded with its command.
+#: TRSR_LLM_DTYPE forces the LLM dtype (default auto); the other three hold torch, oneDNN and MKL to
+#: AVX2 kernels, a stand-in for a CPU without AVX-512 and without native bf16.
+MEASURE_ENV = ("TRSR_LLM_DTYPE", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
+
+
+def load_default_backbone(dtype=None):
     from recbole_trsr.llm.backbone import load_backbone
 
-    return load_backbone(DEFAULT_LLM, cache_dir(), dtype)
+    return load_backbone(DEFAULT_LLM, cache_dir(), dtype or os.environ.get("TRSR_LLM_DTYPE", "auto"))
 
 
 def cpu_flags():
@@ -82,5 +88,7 @@ def table(headers, rows):
 def record(title, command, text):
     """Append a dated section to benchmarks/RESULTS.md."""
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    env = " ".join(f"{k}={os.environ[k]}" for k in MEASURE_ENV if os.environ.get(k))
+    command = f"{env} {command}" if env else command
     with open(RESULTS, "a", encoding="utf-8") as f:
         f.write(f"\n## {title} ({stamp})\n\nCommand: `{command}`  \nMachine: {machine()}\n\n{text}\n")

@@ -18,12 +18,13 @@ chosen; the test table is only read once the choice is made.
 """
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
 import yaml
 
-from common import ROOT, RESULTS, machine
+from common import MEASURE_ENV, ROOT, RESULTS, machine
 
 from recbole_trsr.evaluation import report
 from recbole_trsr.quick_start import evaluate_checkpoint, run
@@ -42,7 +43,8 @@ def run_row(profile, row, out_dir):
     result = run(row["model"], profile["dataset"], config_dict=config)
     keep = ("model", "test_result", "best_valid_result", "per_user", "trained_on", "decisions", "checkpoint")
     saved = {k: result.get(k) for k in keep}
-    saved.update(name=row["name"], config=config, wall_time_s=time.perf_counter() - started)
+    saved.update(name=row["name"], config=config, wall_time_s=time.perf_counter() - started,
+                 env={k: os.environ[k] for k in MEASURE_ENV if os.environ.get(k)})
     if row.get("trained_on_note"):
         saved["trained_on"] = dict(saved["trained_on"], note=row["trained_on_note"])
     (out_dir / f"{row['name']}.json").write_text(json.dumps(saved, default=float, indent=0))

@@ -84,6 +84,10 @@ def precompute_summaries(config, backbone, item_text, dataset, generate=None):
     if config["summary_paradigm"] == "none":
         logger.info("summary_paradigm: none: no summaries (the prompt shows the recent items only)")
         return NoSummaries()
+    if "{summary}" not in config["prompt_template"]:
+        # Summaries nobody reads would cost the summarizer's whole run.
+        raise ValueError(f"summary_paradigm: {config['summary_paradigm']} but prompt_template has no {{summary}}"
+                         " slot: add one, or set summary_paradigm: none")
     with main_process_first():  # rank 0 generates and writes; the other ranks then only read the store
         return _precompute(config, backbone, item_text, dataset, generate)
 

@@ -101,7 +101,12 @@ def main():
 
     ks = profile["report"]["ks"]
     metric_names, diff_metrics = profile["report"]["metrics"], profile["report"]["paired"]
-    summary = report.summarize(done, args.baseline or profile["baseline"], metric_names, ks, n_boot=args.n_boot)
+    baseline = args.baseline or profile["baseline"]
+    if baseline not in {r["name"] for r in done}:
+        # Finished rows are saved; the report waits for the row every difference is taken from.
+        raise SystemExit(f"rows saved in {out_dir.relative_to(ROOT)}; no report yet: the baseline row {baseline!r} "
+                         f"has not run (run it with --rows {baseline}, or choose another with --baseline)")
+    summary = report.summarize(done, baseline, metric_names, ks, n_boot=args.n_boot)
     text = report.markdown(summary, metric_names, diff_metrics)
     if args.valid:
         text = "Validation split (valid users' validation targets; for choosing, not for reporting)\n\n" + text

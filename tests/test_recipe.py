@@ -12,16 +12,19 @@ ROOT = Path(__file__).resolve().parent.parent
 RECIPE = ROOT / "properties" / "recipe" / "LLMTRSR.yaml"
 
 
-def _profile_rows():
-    profile = yaml.safe_load((ROOT / "benchmarks" / "profiles" / "amazon-industrial.yaml").read_text())
+def _profile_rows(profile_name):
+    profile = yaml.safe_load((ROOT / "benchmarks" / "profiles" / f"{profile_name}.yaml").read_text())
     return {row["name"]: row["config"] for row in profile["rows"]}
 
 
-@pytest.mark.parametrize("row,extra", [("LLMTRSR-no-summary-popularity-allusers", {}),
-                                       ("LLMTRSR-no-summary-popularity-allusers-fp32", {"llm_dtype": "float32"})])
-def test_the_benchmarked_rows_are_the_recipe_file(row, extra):
+@pytest.mark.parametrize("profile,row,extra", [
+    ("amazon-industrial", "LLMTRSR-no-summary-popularity-allusers", {}),
+    ("amazon-industrial", "LLMTRSR-no-summary-popularity-allusers-fp32", {"llm_dtype": "float32"}),
+    ("ml-100k", "LLMTRSR-no-summary-popularity-allusers", {}),
+])
+def test_the_benchmarked_rows_are_the_recipe_file(profile, row, extra):
     recipe = yaml.safe_load(RECIPE.read_text())
-    assert _profile_rows()[row] == dict(recipe, **extra)
+    assert _profile_rows(profile)[row] == dict(recipe, **extra)
 
 
 def test_the_recipe_file_reaches_the_config(data_root, tmp_path):

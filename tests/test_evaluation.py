@@ -61,6 +61,11 @@ def test_report_refuses_rows_ranked_against_other_candidates():
     assert summary["rows"][1]["metrics"]["recall@10"][0] == pytest.approx(2 / 3)
 
 
+@pytest.mark.parametrize("n", [3, 10, 14])
+def test_every_row_of_a_chart_gets_its_own_colour(n):
+    assert len(set(report.bar_colors(n))) == n
+
+
 def test_every_model_is_ranked_against_the_same_candidates(data_root, tmp_path, tiny_llm):
     """SASRec, GRU4Rec, Pop and LLMTRSR in one process (each leaves numpy's global RNG elsewhere, the
     LLM uses another eval_batch_size and trains on 2 users only, Pop is a general model whose splits

@@ -105,6 +105,16 @@ def markdown(summary, metric_names, diff_metrics):
     return "\n".join(lines)
 
 
+def bar_colors(n):
+    """``n`` distinct bar colours: tab10's, or tab20's past ten rows (tab10 would repeat a colour)."""
+    from matplotlib import colormaps
+
+    palette = colormaps["tab10" if n <= 10 else "tab20"].colors
+    if n > len(palette):
+        raise ValueError(f"{n} rows in one chart; at most {len(palette)} get distinct colours")
+    return list(palette[:n])
+
+
 def chart(summary, metric_names, path, title):
     """Grouped bars (one group per metric, one bar per model) with 95% CI whiskers, saved as PNG."""
     import matplotlib
@@ -116,11 +126,13 @@ def chart(summary, metric_names, path, title):
     width = 0.8 / len(rows)
     fig, ax = plt.subplots(figsize=(1.6 + 1.9 * len(metric_names) + 0.25 * len(rows), 4.2))
     x = np.arange(len(metric_names))
+    colors = bar_colors(len(rows))
     for i, row in enumerate(rows):
         means = np.array([row["metrics"][m][0] for m in metric_names])
         err = np.array([[means[j] - row["metrics"][m][1], row["metrics"][m][2] - means[j]]
                         for j, m in enumerate(metric_names)]).T
-        ax.bar(x + (i - (len(rows) - 1) / 2) * width, means, width, yerr=err, capsize=2, label=row["name"])
+        ax.bar(x + (i - (len(rows) - 1) / 2) * width, means, width, yerr=err, capsize=2, label=row["name"],
+               color=colors[i])
     ax.set_xticks(x, metric_names)
     ax.set_ylabel("score (95% bootstrap CI over test users)")
     ax.set_title(f"{title} ({summary['users']} test users)")

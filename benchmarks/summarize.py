@@ -1,89 +1,204 @@
-"""Summarization throughput: one prompt at a time vs batched generation (length-sorted batches), and
-the batched calls spread over N Ray actors (each with its own copy of the LLM).
+"""Summarization throughput on a realistic workload: today's ``generate`` batches against the ``loop``
+decoder and each of its levers alone (``recbole_trsr/llm/generation.py``), and Ray actors.
 
-    python benchmarks/summarize.py     # SmolLM2-135M, 32 ml-100k block prompts of 10 items, 32 new tokens
+    python benchmarks/summarize.py                  # every row below, in the dtype chosen automatically
+    python benchmarks/summarize.py --rows hf-16,loop-default          # some rows
+    TRSR_LLM_DTYPE=float32 python benchmarks/summarize.py --rows hf-16,loop-default
 
-The Ray row counts everything a run pays: starting Ray, the actors loading their models, the calls.
-On a 2-core machine it cannot gain (the actors share the cores the single process already used);
-it shows the overhead. On a cluster, ``ray_address: auto`` and one actor per GPU/node is the point.
+Workload: 256 block prompts from ml-100k-plot (``../shared/datasets/ml-100k-plot``): the first blocks
+of 5 consecutive items of real users (time order, ties broken by item id), each item shown as the
+summarizer shows it, "title (genre: ...; plot: ...)" cut to ``item_max_tokens`` (24, the model's
+default), in ``summary_block_template``; greedy, 48 new tokens. Every row runs in a fresh process (its
+own peak memory) on the same prompts; the last line compares the new default with today's batches of 16.
+
+Reported per row: summaries/s; prefill and decode tokens/s (prompt tokens without padding over the
+prefill time, generated tokens over the decode time; for ``generate``, prefill is timed by running the
+same padded batches forward once more, and decode is the rest); the useful FLOP rate 2 x parameters x
+(prompt + generated tokens) / time as a share of this machine's matmul rate in the dtype in use; peak
+RSS; and how many summaries are the same text as the baseline's.
 """
+import json
+import os
 import time
+from pathlib import Path
 
-from common import (DEFAULT_LLM, ROOT, cache_dir, load_default_backbone, peak_rss_mb, record, run_variant, table,
-                    variant_main)
+from common import (DEFAULT_LLM, ROOT, cache_dir, load_default_backbone, matmul_gflops, peak_rss_mb, record,
+                    run_variant, table)
 
-N_PROMPTS, BLOCK, NEW_TOKENS, BATCH = 32, 10, 32, 16
+DATA = ROOT.parent / "shared" / "datasets" / "ml-100k-plot"
+N_PROMPTS, BLOCK, NEW_TOKENS, ITEM_TOKENS = 256, 5, 48, 24
+BASELINE = "hf-16"
+#: name -> (what it is, LLMGenerator keyword arguments, prompts per call)
+LOOP_NONE = dict(decoder="loop", batch_max_tokens=0, share_prefix=False, drop_finished=False, preallocate=False,
+                 attention=None)
+ROWS = {
+    "hf-16-unsorted": ("today's generate, batches of 16 in prompt order (no length sort)", dict(decoder="hf"), 16),
+    "hf-16": ("today's default: generate, length-sorted batches of 16", dict(decoder="hf"), 16),
+    "hf-64": ("generate, length-sorted batches of 64 (larger batches alone)", dict(decoder="hf"), 64),
+    "loop-16": ("loop decoder, batches of 16, no lever", LOOP_NONE, 16),
+    "loop-16+cache": ("+ preallocated KV cache alone", dict(LOOP_NONE, preallocate=True), 16),
+    "loop-16+attention": ("+ matmul decode attention alone", dict(LOOP_NONE, attention="auto"), 16),
+    "loop-16+drop": ("+ finished rows leave the batch alone", dict(LOOP_NONE, drop_finished=True), 16),
+    "loop-16+prefix": ("+ shared prompt prefix alone", dict(LOOP_NONE, share_prefix=True), 16),
+    "loop-budget": ("+ token-budgeted batches alone (24,576 tokens)", dict(LOOP_NONE, batch_max_tokens=24576), None),
+    "loop-default": ("new default: every lever, calls of 256 prompts (summary_batch_size)", dict(decoder="loop"), 256),
+    "loop-default-sdpa": ("every lever but the matmul decode attention (the model's SDPA)",
+                          dict(decoder="loop", attention=None), 256),
+    "loop-default-64": ("every lever, but calls of 64 prompts (summary_batch_size 64)", dict(decoder="loop"), 64),
+}
 
 
-def prompts():
+def item_texts(tokenizer, budget):
+    """item id -> "title (genre: ...; plot: ...)" cut to ``budget`` tokens (ItemTextTable + PromptBuilder's cut)."""
+    texts = {}
+    with open(DATA / "ml-100k-plot.item", encoding="utf-8") as f:
+        f.readline()
+        for line in f:
+            item, title, genre, plot = line.rstrip("\n").split("\t")
+            rest = "; ".join(f"{k}: {v}" for k, v in (("genre", genre), ("plot", plot)) if v)
+            text = f"{title} ({rest})" if rest else title
+            texts[item] = tokenizer.decode(tokenizer(text, add_special_tokens=False)["input_ids"][:budget])
+    return texts
+
+
+def prompts(tokenizer, n=N_PROMPTS, item_tokens=ITEM_TOKENS):
     import yaml
 
-    items = [line.split("\t") for line in open(__import__("recbole").__path__[0] + "/dataset_example/ml-100k/ml-100k.item",
-                                                encoding="utf-8").read().splitlines()[1:]]
+    histories = {}
+    with open(DATA / "ml-100k-plot.inter", encoding="utf-8") as f:
+        f.readline()
+        for line in f:
+            user, item, stamp = line.split("\t")[:3]
+            histories.setdefault(user, []).append((float(stamp), int(item)))
+    texts = item_texts(tokenizer, item_tokens)
     template = yaml.safe_load(open(ROOT / "properties/model/LLMTRSR.yaml"))["summary_block_template"]
     out = []
-    for p in range(N_PROMPTS):
-        block = items[p * 7 % 1500: p * 7 % 1500 + BLOCK - (p % 4)]  # 7..10 items: uneven lengths
-        out.append(template.format(items="\n".join(f"- {i[1]} ({i[3]})" for i in block)))
-    return out
+    for user in sorted(histories, key=int):
+        items = [str(i) for _, i in sorted(histories[user])]
+        for b in range(2):  # each user's first two blocks
+            block = items[b * BLOCK:(b + 1) * BLOCK]
+            out.append(template.format(items="\n".join(f"- {texts[i]}" for i in block)))
+    return out[:n]
 
 
-def measure(variant):
+def prefill_seconds(model, tokenizer, gen, batches):
+    """Time of one forward pass over each left-padded batch (what ``generate`` prefills)."""
+    import torch
+
+    seconds = 0.0
+    with torch.no_grad():
+        for batch in batches:
+            rows = gen._encode([gen.head + p + gen.tail for p in batch])
+            width = max(map(len, rows))
+            ids = torch.full((len(rows), width), tokenizer.pad_token_id)
+            mask = torch.zeros_like(ids)
+            for b, r in enumerate(rows):
+                ids[b, width - len(r):], mask[b, width - len(r):] = torch.tensor(r), 1
+            start = time.perf_counter()
+            model(input_ids=ids, attention_mask=mask, logits_to_keep=1)
+            seconds += time.perf_counter() - start
+    return seconds
+
+
+def measure(variant, item_tokens=ITEM_TOKENS):
     if variant.startswith("ray-"):
-        return measure_ray(int(variant.split("-")[1]))
+        return measure_ray(int(variant.split("-")[1]), item_tokens)
+    import torch
+
     from recbole_trsr.llm.generation import LLMGenerator
 
+    _, kwargs, per_call = ROWS[variant]
     backbone = load_default_backbone()
-    gen = LLMGenerator(backbone.model, backbone.tokenizer, max_new_tokens=NEW_TOKENS)
-    data = prompts()
-    batch = 1 if variant == "one-by-one" else BATCH
-    if variant != "one-by-one":
-        data = sorted(data, key=len)  # what Summarizer does
+    model, tok = backbone.model, backbone.tokenizer
+    gen = LLMGenerator(model, tok, max_new_tokens=NEW_TOKENS, **kwargs)
+    data = prompts(tok, item_tokens=item_tokens)
+    if not variant.endswith("unsorted"):
+        data = sorted(data, key=len)  # what the Summarizer does before cutting calls
+    per_call = per_call or len(data)
+    calls = [data[k:k + per_call] for k in range(0, len(data), per_call)]
+    if gen.decoder == "loop" and not gen.batch_max_tokens:
+        gen.batch_max_tokens = per_call * 10 ** 6  # one batch per call: the call's size is the lever
     gen(data[:2])  # warm-up
+    gen.tokens_in = gen.tokens_out = 0
+    gen.seconds = {"prefill": 0.0, "decode": 0.0}
     start = time.perf_counter()
-    for k in range(0, len(data), batch):
-        gen(data[k:k + batch])
+    texts = [t for call in calls for t in gen(call)]
     seconds = time.perf_counter() - start
-    return {"variant": variant, "per_s": len(data) / seconds, "seconds": seconds, "peak_rss_mb": peak_rss_mb()}
+    prefill = gen.seconds["prefill"] if gen.decoder == "loop" else prefill_seconds(model, tok, gen, calls)
+    dtype = next(model.parameters()).dtype
+    params = sum(p.numel() for p in model.parameters())
+    return {"variant": variant, "per_s": len(data) / seconds, "seconds": seconds, "prefill_s": prefill,
+            "decode_s": seconds - prefill, "tokens_in": gen.tokens_in, "tokens_out": gen.tokens_out,
+            "useful_gflops": 2 * params * (gen.tokens_in + gen.tokens_out) / seconds / 1e9,
+            "matmul_gflops": matmul_gflops(dtype), "dtype": str(dtype).replace("torch.", ""), "params": params,
+            "peak_rss_mb": peak_rss_mb(), "texts": dict(zip(data, texts)), "n": len(data)}
 
 
-def measure_ray(workers):
-    """Batches of BATCH over ``workers`` Ray actors, timed from ray.init to the last summary."""
+def measure_ray(workers, item_tokens=ITEM_TOKENS):
+    """The new default's calls of 16 prompts over ``workers`` Ray actors, timed after start-up."""
     import ray
 
     from recbole_trsr.llm.backbone import resolve_model_folder
     from recbole_trsr.summarize.engines import RayEngine
 
     folder = resolve_model_folder(DEFAULT_LLM, cache_dir())
-    data = sorted(prompts(), key=len)
-    batches = [data[k:k + BATCH] for k in range(0, len(data), BATCH)]
+    backbone = load_default_backbone()
+    data = sorted(prompts(backbone.tokenizer, item_tokens=item_tokens), key=len)
+    del backbone
+    batches = [data[k:k + 16] for k in range(0, len(data), 16)]
     start = time.perf_counter()
     ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
-    engine = RayEngine(workers, folder, cache_dir(), "auto", "cpu", dict(max_new_tokens=NEW_TOKENS))
-    started = time.perf_counter()
-    list(engine.map([data[:2]] * workers))  # every actor loaded (and warm)
+    engine = RayEngine(workers, folder, cache_dir(), os.environ.get("TRSR_LLM_DTYPE", "auto"), "cpu",
+                       dict(max_new_tokens=NEW_TOKENS))
+    list(engine.map([data[:2]] * workers))  # every actor loaded and warm
     ready = time.perf_counter()
-    list(engine.map(batches))
+    texts = [t for _, out in sorted(engine.map(batches)) for t in out]
     seconds = time.perf_counter() - ready
     engine.close()
     ray.shutdown()
-    return {"variant": f"ray-{workers} actors", "per_s": len(data) / seconds, "seconds": seconds,
-            "startup_s": ready - start, "peak_rss_mb": peak_rss_mb(), "ray_init_s": started - start}
+    return {"variant": f"ray-{workers}", "per_s": len(data) / seconds, "seconds": seconds, "startup_s": ready - start,
+            "peak_rss_mb": peak_rss_mb(), "texts": dict(zip(data, texts)), "n": len(data)}
 
 
-def report():
-    one, batched = run_variant(__file__, "one-by-one"), run_variant(__file__, f"batched-{BATCH}")
-    ray_rows = [run_variant(__file__, f"ray-{n}") for n in (1, 2)]
-    rows = [[r["variant"], f"{r['per_s']:.2f}", f"{r['per_s'] / batched['per_s']:.2f}x", f"{r['seconds']:.1f}",
-             f"{r.get('startup_s', 0):.1f}", f"{r['peak_rss_mb']:.0f}"] for r in (one, batched, *ray_rows)]
-    text = table(["summarization", "summaries/s", "vs batched", "seconds", "start-up s (Ray + model loads)",
-                  "peak RSS MB (driver)"], rows)
-    text += (f"\n\n{N_PROMPTS} block prompts (7-10 ml-100k items), greedy, {NEW_TOKENS} new tokens each; Ray rows: "
-             f"batches of {BATCH} over N actors of 1 CPU each, after start-up (reported apart)\n\n"
-             f"speedup (batched vs one-by-one): {batched['per_s'] / one['per_s']:.1f}x")
+def report(rows, item_tokens):
+    results = {name: run_variant(__file__, name, f"--item-tokens={item_tokens}") for name in rows}
+    base = results.get(BASELINE) or run_variant(__file__, BASELINE, f"--item-tokens={item_tokens}")
+    lines = []
+    for name, r in results.items():
+        same = sum(base["texts"].get(p) == t for p, t in r["texts"].items())
+        what = ROWS[name][0] if name in ROWS else f"{name.split('-')[1]} Ray actors (new default, calls of 16)"
+        if "prefill_s" in r:
+            cells = [f"{r['tokens_in'] / r['prefill_s']:.0f}", f"{r['tokens_out'] / r['decode_s']:.0f}",
+                     f"{r['prefill_s']:.1f} / {r['decode_s']:.1f}",
+                     f"{r['useful_gflops']:.0f} ({100 * r['useful_gflops'] / r['matmul_gflops']:.0f}%)"]
+        else:
+            cells = ["", "", "", f"start-up {r['startup_s']:.1f} s"]
+        lines.append([name, what, f"{r['per_s']:.2f}", f"{r['per_s'] / base['per_s']:.2f}x", *cells,
+                      f"{r['peak_rss_mb']:.0f}", f"{same}/{r['n']}"])
+    any_row = next(r for r in results.values() if "dtype" in r)
+    text = table(["row", "what", "summaries/s", "vs hf-16", "prefill tok/s", "decode tok/s", "prefill / decode s",
+                  "useful GFLOP/s (% of matmul rate)", "peak RSS MB", "same text as hf-16"], lines)
+    text += (f"\n\n{base['n']} ml-100k-plot block prompts ({BLOCK} items, item text cut to {item_tokens} tokens; "
+             f"{base['tokens_in'] / base['n']:.0f} prompt tokens on average), greedy, {NEW_TOKENS} new tokens; "
+             f"{any_row['dtype']}; matmul rate of {any_row['dtype']} on this machine {any_row['matmul_gflops']:.0f} "
+             f"GFLOP/s; parameters {any_row['params'] / 1e6:.1f}M")
+    if "loop-default" in results:
+        text += f"\n\nspeedup: {results['loop-default']['per_s'] / base['per_s']:.1f}x"
     print(text)
-    record("Summarization: one-by-one vs batched vs Ray actors", "python benchmarks/summarize.py", text)
+    extra = f" --item-tokens={item_tokens}" if item_tokens != ITEM_TOKENS else ""
+    record("Summarization throughput: generate vs the loop decoder and its levers",
+           f"python benchmarks/summarize.py --rows {','.join(rows)}{extra}", text)
 
 
 if __name__ == "__main__":
-    variant_main(measure, report)
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--variant")
+    parser.add_argument("--rows", default=",".join(list(ROWS) + ["ray-2"]))
+    parser.add_argument("--item-tokens", type=int, default=ITEM_TOKENS)
+    args = parser.parse_args()
+    if args.variant:
+        print(json.dumps(measure(args.variant, args.item_tokens)))
+    else:
+        report([r for r in args.rows.split(",") if r], args.item_tokens)

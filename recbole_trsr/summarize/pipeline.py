@@ -117,7 +117,8 @@ def _precompute(config, backbone, item_text, dataset, generate):
 def summary_engine(config, backbone):
     """The LLM in this process (``summary_workers: 1``), or ``summary_workers`` Ray actors (``ray_address``)."""
     kwargs = dict(max_new_tokens=config["summary_max_new_tokens"], use_chat_template=config["use_chat_template"],
-                  max_prompt_tokens=config["summary_prompt_max_tokens"])
+                  max_prompt_tokens=config["summary_prompt_max_tokens"], decoder=config["summary_decoder"] or "loop",
+                  batch_max_tokens=config["summary_batch_max_tokens"] or 24576)
     workers = int(config["summary_workers"] or 1)
     if workers <= 1:
         return LLMGenerator(backbone.model, backbone.tokenizer, **kwargs)  # Summarizer runs it in a LocalEngine

@@ -1,0 +1,82 @@
+"""The loop decoder (recbole_trsr/llm/generation.py) writes the same greedy text as transformers'
+``generate``, with every lever on, each lever alone, and with rows that end at different steps."""
+import itertools
+from collections import Counter
+
+import pytest
+import torch
+
+from recbole_trsr.llm.backbone import load_backbone
+from recbole_trsr.llm.generation import LLMGenerator, common_prefix_length, preallocated_cache
+
+LEVERS = ("share_prefix", "drop_finished", "preallocate", "attention")
+OFF = dict(share_prefix=False, drop_finished=False, preallocate=False, attention=None, prefill_max_tokens=0)
+
+
+@pytest.fixture(scope="module")
+def backbone(tiny_llm):
+    return load_backbone(str(tiny_llm), dtype="float32")
+
+
+def prompts(n=11):
+    items = ["Toy Story (1995)", "GoldenEye (1995)", "Four Rooms (1995)", "Get Shorty (1995)", "Copycat (1995)"]
+    return [f"A user interacted with these items, oldest first:\n" + "\n".join(f"- {items[(i + j) % 5]}" for j in range(1 + i % 4))
+            + "\nIn one or two sentences, describe this user's preferences." for i in range(n)]
+
+
+def with_common_end_token(backbone, data, max_new_tokens):
+    """Make the token that ``generate`` emits most often the end token, so rows finish at different steps."""
+    reference = LLMGenerator(backbone.model, backbone.tokenizer, max_new_tokens=max_new_tokens, decoder="hf")
+    rows = reference._encode([reference.head + p + reference.tail for p in data])
+    out = reference._generate_hf(rows)
+    return Counter(t for row in out for t in row[1:]).most_common(1)[0][0]
+
+
+def test_every_lever_gives_generates_text(backbone):
+    data = prompts()
+    model = backbone.model
+    saved_eos = model.generation_config.eos_token_id
+    model.generation_config.eos_token_id = with_common_end_token(backbone, data, 12)
+    try:
+        reference = LLMGenerator(model, backbone.tokenizer, max_new_tokens=12, decoder="hf")
+        expected = reference(data)
+        lengths = {len(backbone.tokenizer(t)["input_ids"]) for t in expected}
+        assert len(lengths) > 2, "rows must end at different steps for drop_finished to be exercised"
+        settings = [{}]  # every lever on (the default)
+        settings += [dict(OFF, **{lever: "auto" if lever == "attention" else True}) for lever in LEVERS]
+        settings += [dict(OFF), dict(prefill_max_tokens=40), dict(batch_max_tokens=90)]
+        for kwargs in settings:
+            gen = LLMGenerator(model, backbone.tokenizer, max_new_tokens=12, **kwargs)
+            assert gen(data) == expected, kwargs
+    finally:
+        model.generation_config.eos_token_id = saved_eos
+
+
+def test_budgeted_batches_and_prefill_chunks_cover_every_row(backbone):
+    gen = LLMGenerator(backbone.model, backbone.tokenizer, max_new_tokens=4, batch_max_tokens=150)
+    rows = gen._encode([gen.head + p + gen.tail for p in prompts()])
+    batches = gen._batches(rows)
+    assert sorted(i for b in batches for i in b) == list(range(len(rows)))
+    assert len(batches) > 1
+    for b in batches:
+        assert len(b) == 1 or len(b) * (max(len(rows[i]) for i in b) + 4) <= 150
+    assert gen.tokens_in == 0
+    gen(prompts())
+    assert gen.tokens_in == sum(map(len, rows)) and gen.tokens_out > 0
+    assert gen.seconds["prefill"] > 0 and gen.seconds["decode"] >= 0
+
+
+def test_shared_prefix_length():
+    assert common_prefix_length([[1, 2, 3], [1, 2, 4], [1, 2]]) == 2
+    assert common_prefix_length([[5, 1], [1, 5]]) == 0
+
+
+def test_full_cache_is_an_error(backbone):
+    cache = preallocated_cache(backbone.model, 1, 3, torch.float32, "cpu")
+    with pytest.raises(RuntimeError, match="full"):
+        backbone.model(input_ids=torch.tensor([[5, 6, 7, 8]]), past_key_values=cache, use_cache=True)
+
+
+def test_unknown_decoder_is_refused(backbone):
+    with pytest.raises(ValueError, match="decoder"):
+        LLMGenerator(backbone.model, backbone.tokenizer, decoder="beam")

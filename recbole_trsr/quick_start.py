@@ -69,6 +69,10 @@ def run(model, dataset, config_file_list=None, config_dict=None, argv=None, save
     if sr_checkpoint:
         result["sr_checkpoint"] = sr_checkpoint
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, net)
+    if config["resume"] and str(config["resume"]).lower() not in ("false", "none", "0") \
+            and not getattr(trainer, "supports_resume", False):
+        raise ValueError(f"resume: {config['model']} has no resumable training here (the LLM models' trainers "
+                         "do; RecBole's baselines retrain in minutes): run it without resume")
     best_valid_score, best_valid_result = trainer.fit(
         train_data, valid_data, saved=saved, show_progress=config["show_progress"]
     )
@@ -91,6 +95,9 @@ def run(model, dataset, config_file_list=None, config_dict=None, argv=None, save
         per_user=gather_lists(recorder.result()),
         wall_time_s=time.perf_counter() - started,
     )
+    if getattr(trainer, "state_saves", None):
+        result["state_saves"] = {"count": len(trainer.state_saves), "path": str(trainer.state_path),
+                                 "seconds": [s for s, _ in trainer.state_saves], "bytes": [b for _, b in trainer.state_saves]}
     if is_distributed():
         digests = gather_objects(weights_digest(net))
         if len(set(digests)) > 1:

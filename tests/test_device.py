@@ -1,4 +1,6 @@
 """Device handling without a GPU: what a CUDA machine would get is pinned by faking CUDA's answers."""
+import datetime
+
 import pytest
 import torch
 import torch.distributed as dist
@@ -17,9 +19,11 @@ def fake_group(monkeypatch):
 
 def test_a_cpu_worker_joins_with_gloo_on_the_cpu(fake_group, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    final = {"local_rank": 1, "nproc": 2, "world_size": -1, "ip": "10.1.2.3", "port": 29511, "offset": 2, "gpu_id": "0"}
+    final = {"local_rank": 1, "nproc": 2, "world_size": -1, "ip": "10.1.2.3", "port": 29511, "offset": 2, "gpu_id": "0",
+             "dist_timeout": 90}
     process_group.init_distributed(final)
-    assert fake_group == {"backend": "gloo", "init_method": "tcp://10.1.2.3:29511", "rank": 3, "world_size": 2}
+    assert fake_group == {"backend": "gloo", "init_method": "tcp://10.1.2.3:29511", "rank": 3, "world_size": 2,
+                          "timeout": datetime.timedelta(seconds=90)}
     assert final["device"] == torch.device("cpu") and final["rank"] == 3 and final["state"] == "error"
 
 

@@ -24,8 +24,14 @@ def spawn(target, model, dataset, config_file_list, config_dict, argv, saved, se
                          f"{settings['world_size']}")
     queue = mp.get_context("spawn").SimpleQueue()
     config_dict = dict(config_dict or {}, **settings)
-    mp.spawn(_worker, args=(target, model, dataset, config_file_list, config_dict, argv, saved, queue),
-             nprocs=settings["nproc"], join=True)
+    try:
+        mp.spawn(_worker, args=(target, model, dataset, config_file_list, config_dict, argv, saved, queue),
+                 nprocs=settings["nproc"], join=True)
+    except mp.ProcessExitedException as exc:  # one worker died (killed, out of memory): the others were stopped
+        dead = settings["offset"] + exc.error_index
+        how = f"signal {exc.signal_name}" if exc.signal_name else f"exit code {exc.exit_code}"
+        raise RuntimeError(f"rank {dead} died ({how}); the other ranks of this machine were stopped. Continue with "
+                           f"--resume=True and the same world size ({settings['world_size']}).") from exc
     return None if queue.empty() else queue.get()
 
 

@@ -3,6 +3,7 @@
 Every helper is a no-op in a single process, so callers never test for the distributed case.
 """
 import contextlib
+import datetime
 import os
 
 import torch
@@ -84,9 +85,12 @@ def init_distributed(final):
     else:
         device = torch.device("cpu")
     if not dist.is_initialized():
+        # A rank that dies leaves the others waiting in a collective: after dist_timeout seconds they fail
+        # instead of hanging (on one machine the launcher notices the death first, see launch.py).
         dist.init_process_group(backend=final.get("dist_backend") or ("nccl" if cuda else "gloo"),
                                 init_method=f"tcp://{settings['ip']}:{settings['port']}",
-                                rank=global_rank, world_size=world)
+                                rank=global_rank, world_size=world,
+                                timeout=datetime.timedelta(seconds=float(final.get("dist_timeout") or 1800)))
     final.update(device=device, single_spec=True, world_size=world, distributed=world > 1, rank=global_rank)
     if global_rank != 0:
         final.update(state="error", show_progress=False, verbose=False, summary_progress=False)

@@ -4,6 +4,7 @@ from collections import defaultdict
 
 from tqdm import tqdm
 
+from recbole_trsr import faults
 from recbole_trsr.summarize.engines import LocalEngine
 from recbole_trsr.summarize.plan import digest, plan_user
 from recbole_trsr.summarize.segment import blocks
@@ -94,6 +95,7 @@ class Summarizer:
             for index, texts in self.engine.map([[p for p, _ in chunk] for chunk in chunks]):
                 chunk = chunks[index]
                 self.store.add_many({n.key: text for (_, n), text in zip(chunk, texts)})
+                faults.reached("summary_batch")
                 for _, n in chunk:
                     remaining[n.user] -= 1
                     users_done += remaining[n.user] == 0

@@ -5,13 +5,24 @@
 too) gets it, so the best-checkpoint reload works on torch >= 2.6 without unsafe unpickling.
 """
 import functools
+import logging
+import time
+from pathlib import Path
 
 from recbole.trainer import Trainer
 from recbole.utils import set_color
 from torch.nn.utils import clip_grad_norm_
 from tqdm import tqdm
 
-from recbole_trsr.trainer.checkpoint import load_checkpoint, restore_model_state, save_checkpoint
+from recbole_trsr import faults
+from recbole_trsr.distributed import barrier, broadcast_object, gather_objects, is_main_process, rank, world_size
+from recbole_trsr.distributed.data_parallel import weights_digest
+from recbole_trsr.evaluation.journal import ScoreJournal
+from recbole_trsr.trainer.checkpoint import (load_checkpoint, model_state, plain_config, restore_model_state,
+                                             save_checkpoint)
+from recbole_trsr.trainer.resume import capture_rng, read_state, restore_rng, resume_path, wants_resume, write_state
+
+logger = logging.getLogger(__name__)
 
 
 class SafeCheckpointMixin:
@@ -61,11 +72,25 @@ class LLMTrainer(SafeCheckpointMixin, Trainer):
     batches are summed per optimizer step; checkpoints hold the model's
     ``checkpoint_state_dict()`` (adapters and trainable weights), and the LoRA adapter is also
     written as a peft folder beside each checkpoint (``<checkpoint>.adapter/``).
+
+    Interrupted runs (README "Interrupted runs"): a resumable state (:mod:`.resume`) is written every
+    ``save_steps`` optimizer steps or ``save_minutes`` of training, at the end of every epoch's
+    training and when training ends; ``resume: True`` (or a path) continues from it, mid-epoch, to the
+    same weights as an uninterrupted run. Evaluations journal their finished batches
+    (:class:`~recbole_trsr.evaluation.journal.ScoreJournal`) and continue where a kill stopped them.
     """
+
+    supports_resume = True
 
     def __init__(self, config, model):
         self.accumulation_steps = max(1, int(config["gradient_accumulation_steps"] or 1))
         super().__init__(config, model)
+        self.state_path = resume_path(config, plain_config(config))
+        self.save_steps = int(config["save_steps"] or 0)
+        self.save_seconds = 60 * float(config["save_minutes"] or 0)
+        self.write_states = self.supports_resume
+        self.state_saves = []  # (seconds, bytes) of each resumable state written
+        self._resume_point = None
 
     def _build_optimizer(self, **kwargs):
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -79,14 +104,37 @@ class LLMTrainer(SafeCheckpointMixin, Trainer):
         if hasattr(self.model, "save_adapter"):
             self.model.save_adapter(kwargs.get("saved_model_file", self.saved_model_file) + ".adapter")
 
+    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
+        state = self._read_resumable_state()
+        if state is not None and state["finished"]:
+            self.logger.info(set_color("resume", "yellow") + f": training had finished ({self.state_path}); "
+                             "evaluating its best checkpoint")
+            return self.best_valid_score, self.best_valid_result
+        self._last_save, self._steps_since_save = time.monotonic(), 0
+        result = super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
+        if self.write_states:
+            self._write_state(epoch=self.epochs, batches_done=0, loss=0.0, finished=True)
+        return result
+
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         self.model.train()
         loss_func = loss_func or self.model.calculate_loss
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        resume, skip, total_loss = self._resume_point, 0, 0.0
+        if resume is not None and resume["epoch"] == epoch_idx:
+            # The epoch's batches in the same order: the loader's generator as it was when the epoch began.
+            train_data.generator.set_state(resume["loader"])
+            skip, total_loss = resume["batches_done"], resume["loss"]
+        self._epoch_loader_state = train_data.generator.get_state()
         batches = tqdm(train_data, total=len(train_data), ncols=100, desc=f"Train {epoch_idx:>5}") if show_progress else train_data
-        total_loss = 0.0
         self.optimizer.zero_grad()
         for step, interaction in enumerate(batches, start=1):
+            if step <= skip:  # done before the interruption
+                if step == skip:
+                    restore_rng(self.model, resume["rng"][rank()])
+                    self._resume_point = None
+                    self.logger.info(f"resumed epoch {epoch_idx} after batch {skip} of {len(train_data)}")
+                continue
             loss = loss_func(interaction.to(self.device))
             self._check_nan(loss)
             (loss / self.accumulation_steps).backward()
@@ -98,7 +146,81 @@ class LLMTrainer(SafeCheckpointMixin, Trainer):
                 if hasattr(self.model, "after_optimizer_step"):
                     self.model.after_optimizer_step()  # e.g. AdaLoRA's budget update, before grads are cleared
                 self.optimizer.zero_grad()
+                self._maybe_write_state(epoch_idx, step, total_loss, epoch_end=step == len(train_data))
+                faults.reached("train_step", rank())
         return total_loss
+
+    def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
+        if not eval_data:
+            return super().evaluate(eval_data, load_best_model, model_file, show_progress)
+        if load_best_model:  # the weights first: the journal is named after them
+            path = model_file or self.saved_model_file
+            state = load_checkpoint(path, self.device)
+            restore_model_state(self.model, state["state_dict"])
+            self.model.load_other_parameter(state.get("other_parameter"))
+            self.logger.info(f"Loading model parameters from {path}")
+        journal = ScoreJournal(Path(self.config["checkpoint_dir"]) / "eval-journal"
+                               / f"{self.config['model']}-{weights_digest(self.model)}")
+        with journal.recording(self.model):
+            result = super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
+        barrier()  # every rank has finished reading before rank 0 removes it
+        if is_main_process():
+            journal.discard()
+        return result
+
+    # --- resumable state (recbole_trsr/trainer/resume.py) ---
+
+    def _maybe_write_state(self, epoch, batches_done, loss, epoch_end):
+        if not self.write_states:
+            return
+        self._steps_since_save += 1
+        due = epoch_end or (self.save_steps and self._steps_since_save >= self.save_steps) or (
+            self.save_seconds and time.monotonic() - self._last_save >= self.save_seconds)
+        if broadcast_object(bool(due)):  # rank 0's clock decides for every rank
+            self._write_state(epoch, batches_done, loss)
+
+    def _write_state(self, epoch, batches_done, loss, finished=False):
+        rngs = gather_objects(capture_rng(self.model))  # every rank's generators, rank 0 writes them
+        if is_main_process():
+            started = time.perf_counter()
+            best = self.best_valid_result
+            size = write_state(self.state_path, {
+                "epoch": int(epoch), "batches_done": int(batches_done), "loss": float(loss), "finished": finished,
+                "loader": getattr(self, "_epoch_loader_state", None), "rng": rngs, "world_size": world_size(),
+                "weights": model_state(self.model), "optimizer": self.optimizer.state_dict(),
+                "cur_step": int(self.cur_step), "best_valid_score": float(self.best_valid_score),
+                "best_valid_result": None if best is None else {k: float(v) for k, v in best.items()},
+                "saved_model_file": str(self.saved_model_file),
+                "train_loss_dict": {int(k): float(v) for k, v in self.train_loss_dict.items()},
+            })
+            self.state_saves.append((time.perf_counter() - started, size))
+            logger.debug("resumable state written: %s (%.1f MB)", self.state_path, size / 2 ** 20)
+        barrier()
+        self._last_save, self._steps_since_save = time.monotonic(), 0
+
+    def _read_resumable_state(self):
+        if not wants_resume(self.config):
+            return None
+        if not self.supports_resume:
+            raise ValueError(f"resume is not supported for {self.config['model']} yet (its trainer runs two stages)")
+        state = read_state(self.state_path)
+        if state is None:
+            self.logger.info(set_color("resume", "yellow") + f": no state at {self.state_path}: starting from zero")
+            return None
+        if state["world_size"] != world_size():
+            raise ValueError(f"{self.state_path} was written by a run of {state['world_size']} processes; resume it "
+                             f"with the same world size (this run has {world_size()})")
+        restore_model_state(self.model, state["weights"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.start_epoch, self.cur_step = state["epoch"], state["cur_step"]
+        self.best_valid_score, self.best_valid_result = state["best_valid_score"], state["best_valid_result"]
+        self.saved_model_file = state["saved_model_file"]
+        self.train_loss_dict = dict(state["train_loss_dict"])
+        if not state["finished"]:
+            self._resume_point = {k: state[k] for k in ("epoch", "batches_done", "loss", "loader", "rng")}
+            self.logger.info(set_color("resume", "yellow") + f": {self.state_path}: epoch {state['epoch']}, "
+                             f"{state['batches_done']} batches done")
+        return state
 
 
 class DELRecTrainer(LLMTrainer):
@@ -110,6 +232,8 @@ class DELRecTrainer(LLMTrainer):
     2. Recommendation: the usual RecBole fit (validation, early stopping, best checkpoint)
        training only the AdaLoRA adapters.
     """
+
+    supports_resume = False  # stage 1 and stage 2 would need their own resume points
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         model, config = self.model, self.config

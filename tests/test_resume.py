@@ -1,0 +1,132 @@
+"""Interrupted runs resume to the same result: processes killed with SIGKILL at several points
+(recbole_trsr/faults.py), then resumed; corrupt resumable states are refused or passed over."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import DATASET, llm_config
+from recbole_trsr.trainer.resume import previous, read_state, write_state
+
+RUNNER = Path(__file__).resolve().parent / "run_tiny.py"
+
+
+def tiny_run_config(data_root, tiny_llm, folder, **overrides):
+    config = llm_config(data_root, Path(folder), tiny_llm, epochs=2, train_batch_size=2, gradient_accumulation_steps=1,
+                        eval_batch_size=40, save_steps=2, save_minutes=0, summary_batch_size=4, eval_step=1,
+                        stopping_step=5)
+    config.update(model="LLMTRSR", dataset=DATASET, **overrides)
+    return config
+
+
+def child(config, fault=None):
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+    env.pop("TRSR_FAULT", None)
+    if fault:
+        env["TRSR_FAULT"] = fault
+    out = subprocess.run([sys.executable, str(RUNNER), json.dumps(config)], capture_output=True, text=True, env=env,
+                         cwd=config["checkpoint_dir"].rsplit("/", 1)[0], timeout=600)
+    return out
+
+
+def finished(out):
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def reference(data_root, tiny_llm, tmp_path_factory):
+    """The uninterrupted run every resumed one must equal."""
+    folder = tmp_path_factory.mktemp("reference")
+    config = tiny_run_config(data_root, tiny_llm, folder)
+    return config, finished(child(config))
+
+
+def store_contents(cache_dir):
+    texts = {}
+    for path in Path(cache_dir, "summaries").rglob("*.jsonl"):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            record = json.loads(line)
+            texts[record["key"]] = record["text"]
+    return texts
+
+
+@pytest.mark.parametrize("fault", ["train_step:3", "train_step:9", "state_write:2", "eval_batch:8", "summary_batch:2"])
+def test_killed_run_resumes_to_the_same_weights_and_metrics(reference, data_root, tiny_llm, tmp_path, fault):
+    ref_config, expected = reference
+    # Summaries come from the reference's store (already complete), except where the kill is among them.
+    cache = tmp_path / "cache" if fault.startswith("summary") else ref_config["trsr_cache_dir"]
+    config = tiny_run_config(data_root, tiny_llm, tmp_path, trsr_cache_dir=str(cache))
+    killed = child(config, fault)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    if fault.startswith("eval_batch"):
+        # 3 batches (2 users of 20 rows each) per evaluation: 2 validations, then the test's 3: killed after its
+        # 2nd, whose scores are on disk and are read back, not recomputed, by the resumed run.
+        journals = list(Path(config["checkpoint_dir"], "eval-journal").glob("*/*.pt"))
+        assert len(journals) == 2, journals
+    if fault.startswith("state_write"):  # the half-written state never replaced the whole one
+        states = list(Path(config["checkpoint_dir"]).glob("*.resume/state.pt"))
+        assert len(states) == 1 and read_state(states[0])["batches_done"] == 2
+    out = child(dict(config, resume=True))
+    resumed = finished(out)
+    assert resumed["weights"] == expected["weights"]
+    assert resumed["test_result"] == expected["test_result"]
+    if fault.startswith("eval_batch"):
+        assert "evaluation resumed: 2 batches read" in out.stdout + out.stderr
+    if fault.startswith("summary"):
+        assert store_contents(cache) == store_contents(ref_config["trsr_cache_dir"])
+
+
+def test_two_processes_one_killed_fails_cleanly_and_resumes(data_root, tiny_llm, tmp_path_factory):
+    reference_folder, folder = tmp_path_factory.mktemp("ddp_ref"), tmp_path_factory.mktemp("ddp_killed")
+    common = dict(nproc=2, dist_timeout=60, port=free_port())
+    expected = finished(child(tiny_run_config(data_root, tiny_llm, reference_folder, **common)))
+    config = tiny_run_config(data_root, tiny_llm, folder, **dict(common, port=free_port()))
+    killed = child(config, "train_step:3:1")
+    assert killed.returncode != 0
+    assert "rank 1 died (signal SIGKILL)" in killed.stderr
+    resumed = finished(child(dict(config, resume=True, port=free_port())))
+    assert resumed["weights"] == expected["weights"]
+    assert resumed["test_result"] == expected["test_result"]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _state(n):
+    return {"epoch": 0, "batches_done": n, "weights": {"w": torch.full((3,), float(n))}}
+
+
+def test_truncated_state_falls_back_to_the_previous_one(tmp_path, caplog):
+    path = tmp_path / "state.pt"
+    write_state(path, _state(1))
+    write_state(path, _state(2))
+    assert read_state(path)["batches_done"] == 2 and previous(path).exists()
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    assert read_state(path)["batches_done"] == 1
+    assert str(path) in caplog.text and "truncated or corrupt" in caplog.text
+
+
+def test_garbage_states_are_refused_naming_the_files(tmp_path):
+    path = tmp_path / "state.pt"
+    write_state(path, _state(1))
+    write_state(path, _state(2))
+    path.write_bytes(b"garbage")
+    previous(path).write_bytes(os.urandom(200))
+    with pytest.raises(RuntimeError, match="no whole resumable state") as error:
+        read_state(path)
+    assert str(path) in str(error.value) and str(previous(path)) in str(error.value)
+
+
+def test_resume_with_nothing_saved_starts_from_zero(tmp_path):
+    assert read_state(tmp_path / "none" / "state.pt") is None

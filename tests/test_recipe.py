@@ -21,6 +21,7 @@ def _profile_rows(profile_name):
     ("amazon-industrial", "LLMTRSR-no-summary-popularity-allusers", {}),
     ("amazon-industrial", "LLMTRSR-no-summary-popularity-allusers-fp32", {"llm_dtype": "float32"}),
     ("ml-100k", "LLMTRSR-no-summary-popularity-allusers", {}),
+    ("ml-100k-plot", "LLMTRSR-no-summary", {}),
 ])
 def test_the_benchmarked_rows_are_the_recipe_file(profile, row, extra):
     recipe = yaml.safe_load(RECIPE.read_text())

@@ -97,6 +97,18 @@ def preallocated_cache(model, rows, capacity, dtype, device):
                          for _ in range(config.num_hidden_layers)])
 
 
+def left_padded(rows, pad):
+    """(ids, attention mask) of token rows padded on the left to the longest."""
+    width = max(map(len, rows))
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for b, r in enumerate(rows):
+        if r:
+            ids[b, width - len(r):] = torch.tensor(r)
+            mask[b, width - len(r):] = 1
+    return ids, mask
+
+
 def common_prefix_length(rows):
     """Length of the longest token prefix shared by every row."""
     first, n = rows[0], min(map(len, rows))
@@ -116,8 +128,9 @@ class LLMGenerator:
     (prompt + new tokens of a batch, padding included), ``share_prefix``, ``drop_finished``,
     ``preallocate`` (the KV cache), ``prefill_max_tokens`` (a batch's prompts are prefilled in chunks of
     rows of at most this many tokens, which keeps activations in the CPU's caches: 15% faster prefill
-    at 16 rows of 150 tokens than at 96; needs ``preallocate``; 0: one forward) and ``attention`` (``"auto"``: matmul attention on a CPU, the model's
-    own on CUDA; ``None``: the model's own; or a registered name).
+    at 16 rows of 150 tokens than at 96; needs ``preallocate``; 0: one forward) and ``attention``
+    (``"auto"``: matmul decode attention on a CPU, the model's own on CUDA; ``None``: the model's own;
+    or a registered name).
     """
 
     def __init__(self, model, tokenizer, max_new_tokens=64, use_chat_template=True, max_prompt_tokens=1024,
@@ -211,87 +224,87 @@ class LLMGenerator:
         model, device, n = self.model, self._device(), len(rows)
         shared = common_prefix_length(rows) if self.share_prefix and n > 1 else 0
         shared = min(shared, min(map(len, rows)) - 1)  # every row keeps at least one token of its own
-        width = max(len(r) for r in rows) - shared
-        pad = self.tokenizer.pad_token_id
-        ids = torch.full((n, width), pad, dtype=torch.long)
-        mask = torch.zeros(n, shared + width, dtype=torch.long)
-        mask[:, :shared] = 1
-        for b, r in enumerate(rows):
-            own = r[shared:]
-            ids[b, width - len(own):] = torch.tensor(own)
-            mask[b, shared + width - len(own):] = 1
+        ids, mask = left_padded([r[shared:] for r in rows], self.tokenizer.pad_token_id)
+        mask = torch.cat([mask.new_ones(n, shared), mask], dim=1)
         # transformers' own rule for left padding: positions count real tokens; padding gets 1.
         positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)[:, shared:]
         ids, mask, positions = ids.to(device), mask.to(device), positions.to(device)
-        capacity = shared + width + self.max_new_tokens
-        keep_last = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
-        eos = torch.tensor(self.eos_ids, device=device)
         started = time.perf_counter()
         with use_attention(model, self._attention()):
             if self.preallocate:
-                dtype = next(model.parameters()).dtype
-                cache = preallocated_cache(model, n, capacity, dtype, device)
+                capacity = mask.shape[1] + self.max_new_tokens
+                cache = preallocated_cache(model, n, capacity, next(model.parameters()).dtype, device)
             else:
                 cache = DynamicCache()
-            if shared:  # computed for one row, then copied to every row
-                first = Cache(layers=[layer.row_slice(0, 1) for layer in cache.layers]) if self.preallocate else cache
-                model(input_ids=torch.tensor([rows[0][:shared]], device=device), past_key_values=first, use_cache=True,
-                      **keep_last)
-                for layer in cache.layers if self.preallocate else ():
-                    layer.copy_first_row(shared)
-                if not self.preallocate:
-                    cache.batch_repeat_interleave(n)
-            step_rows = max(1, self.prefill_max_tokens // width) if self.preallocate and self.prefill_max_tokens else n
-            logits = []
-            for a in range(0, n, step_rows):
-                b = min(n, a + step_rows)
-                part = Cache(layers=[layer.row_slice(a, b) for layer in cache.layers]) if step_rows < n else cache
-                out = model(input_ids=ids[a:b], attention_mask=mask[a:b], position_ids=positions[a:b],
-                            past_key_values=part, use_cache=True, **keep_last)
-                logits.append(out.logits[:, -1])
-            if step_rows < n:
-                for layer in cache.layers:
-                    layer.set_length(shared + width)
-            token = torch.cat(logits).float().argmax(-1)  # fp32: a faster reduction than bf16, same answer
+            token = self._prefill(cache, rows[0][:shared], ids, mask, positions)
             prefilled = time.perf_counter()
-            position = positions[:, -1]
-            where = torch.arange(n, device=device)  # which row each cache row holds
-            finished = torch.zeros(n, dtype=torch.bool, device=device)
-            produced = torch.full((n, self.max_new_tokens), pad, dtype=torch.long, device=device)
-            lengths = torch.zeros(n, dtype=torch.long, device=device)
-            for step in range(self.max_new_tokens):
-                live = ~finished
-                produced[where[live], step] = token[live]
-                lengths[where[live]] = step + 1
-                finished |= torch.isin(token, eos)
-                if step == self.max_new_tokens - 1 or bool(finished.all()):
-                    break
-                if self.drop_finished and int(finished.sum()) * 4 >= len(finished):
-                    # Rows that are done leave the batch once they are a quarter of it: dropping copies
-                    # the cache, so it is not done for every single row that finishes.
-                    keep = (~finished).nonzero().squeeze(1)
-                    cache.batch_select_indices(keep)
-                    where, token, position, mask = where[keep], token[keep], position[keep], mask[keep]
-                    finished = finished[keep]
-                mask = torch.cat([mask, mask.new_ones(len(mask), 1)], dim=1)
-                position = position + 1
-                out = model(input_ids=token[:, None], attention_mask=mask, position_ids=position[:, None],
-                            past_key_values=cache, use_cache=True)
-                token = out.logits[:, -1].float().argmax(-1)
+            produced = self._decode(cache, token, mask, positions[:, -1])
         self.seconds["prefill"] += prefilled - started
         self.seconds["decode"] += time.perf_counter() - prefilled
+        return produced
+
+    def _prefill(self, cache, shared_ids, ids, mask, positions):
+        """Fill ``cache`` with the shared prefix (computed once) and every row's own tokens (in chunks of rows);
+        return each row's first new token."""
+        model, device, n = self.model, ids.device, len(ids)
+        keep_last = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
+        if shared_ids:  # computed for one row, then copied to every row
+            first = Cache(layers=[layer.row_slice(0, 1) for layer in cache.layers]) if self.preallocate else cache
+            model(input_ids=torch.tensor([shared_ids], device=device), past_key_values=first, use_cache=True,
+                  **keep_last)
+            if self.preallocate:
+                for layer in cache.layers:
+                    layer.copy_first_row(len(shared_ids))
+            else:
+                cache.batch_repeat_interleave(n)
+        width = ids.shape[1]
+        step = max(1, self.prefill_max_tokens // width) if self.preallocate and self.prefill_max_tokens else n
+        logits = []
+        for a in range(0, n, step):
+            part = Cache(layers=[layer.row_slice(a, a + step) for layer in cache.layers]) if step < n else cache
+            out = model(input_ids=ids[a:a + step], attention_mask=mask[a:a + step], position_ids=positions[a:a + step],
+                        past_key_values=part, use_cache=True, **keep_last)
+            logits.append(out.logits[:, -1])
+        if step < n:
+            for layer in cache.layers:
+                layer.set_length(mask.shape[1])
+        return torch.cat(logits).float().argmax(-1)  # fp32: a faster reduction than bf16, the same answer
+
+    def _decode(self, cache, token, mask, position):
+        """Greedy steps from the first new token of each row until every row has ended or the budget is spent."""
+        n, device, pad = len(token), token.device, self.tokenizer.pad_token_id
+        eos = torch.tensor(self.eos_ids, device=device)
+        where = torch.arange(n, device=device)  # which row each cache row holds
+        finished = torch.zeros(n, dtype=torch.bool, device=device)
+        produced = torch.full((n, self.max_new_tokens), pad, dtype=torch.long, device=device)
+        lengths = torch.zeros(n, dtype=torch.long, device=device)
+        for step in range(self.max_new_tokens):
+            live = ~finished
+            produced[where[live], step] = token[live]
+            lengths[where[live]] = step + 1
+            finished |= torch.isin(token, eos)
+            if step == self.max_new_tokens - 1 or bool(finished.all()):
+                break
+            if self.drop_finished and int(finished.sum()) * 4 >= len(finished):
+                # Rows that are done leave the batch once they are a quarter of it: dropping copies the
+                # cache, so it is not done for every single row that finishes.
+                keep = (~finished).nonzero().squeeze(1)
+                cache.batch_select_indices(keep)
+                where, token, position = where[keep], token[keep], position[keep]
+                mask, finished = mask[keep], finished[keep]
+            mask = torch.cat([mask, mask.new_ones(len(mask), 1)], dim=1)
+            position = position + 1
+            out = self.model(input_ids=token[:, None], attention_mask=mask, position_ids=position[:, None],
+                             past_key_values=cache, use_cache=True)
+            token = out.logits[:, -1].float().argmax(-1)
         return [produced[b, :lengths[b]].tolist() for b in range(n)]
 
     @torch.no_grad()
     def _generate_hf(self, rows):
         """transformers' ``generate`` over all rows as one left-padded batch (the reference)."""
         tok = self.tokenizer
-        width = max(map(len, rows))
-        ids = torch.full((len(rows), width), tok.pad_token_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for b, r in enumerate(rows):
-            ids[b, width - len(r):] = torch.tensor(r)
-            mask[b, width - len(r):] = 1
+        ids, mask = left_padded(rows, tok.pad_token_id)
+        width = ids.shape[1]
         device = self._device()
         out = self.model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
                                   max_new_tokens=self.max_new_tokens, do_sample=False,

@@ -101,8 +101,18 @@ def _precompute(config, backbone, item_text, dataset, generate):
     summarizer = Summarizer(generate, store, item_text, config["summary_paradigm"], block_size, templates,
                             config["summary_fanin"], config["summary_batch_size"], bool(config["summary_progress"]))
     histories = dataset.user_histories
+    only = None
+    if config["summary_users"]:  # e.g. the explain command: one user's summaries, not the dataset's
+        known = set(dataset.field2id_token[dataset.uid_field][1:])
+        missing = [str(u) for u in config["summary_users"] if str(u) not in known]
+        if missing:
+            raise ValueError(f"summary_users: {missing} not in dataset {config['dataset']} (after its filters and "
+                             "subset_users)")
+        only = {int(dataset.token2id(dataset.uid_field, str(u))) for u in config["summary_users"]}
     requests = []
     for user, positions in needed_positions(dataset).items():
+        if only is not None and user not in only:
+            continue
         prefixes = {summary_block_count(p, recent, block_size) for p in positions}
         requests.append((user, histories.items_before(user, histories.length(user)), prefixes))
     try:
@@ -111,6 +121,7 @@ def _precompute(config, backbone, item_text, dataset, generate):
         summarizer.engine.close()
     lookup = SummaryLookup(store, roots, recent, block_size)
     lookup.prompts_cut = summarizer.engine.prompts_cut
+    lookup.summarizer = summarizer  # its plan() tells which summaries make up an example's (explain.py)
     return lookup
 
 

@@ -43,21 +43,10 @@ class Summarizer:
         ``requests`` is a list of ``(user, history_items, prefix_lengths)``: the summary of the
         first ``m`` blocks of ``history_items`` is needed for each ``m`` in ``prefix_lengths``.
         """
-        all_nodes, roots, block_items = {}, {}, {}
+        all_nodes, roots = {}, {}
         for user, items, prefixes in requests:
-            prefixes = sorted({int(m) for m in prefixes if m > 0})
-            if not prefixes:
-                continue
-            user_blocks = blocks(list(items), self.block_size, max(prefixes))
-            hashes = []
-            for block in user_blocks:
-                text = self._items_text(block)
-                h = digest(text)
-                block_items[h] = text
-                hashes.append(h)
-            nodes, user_roots = plan_user(self.paradigm, hashes, prefixes, self.fanin, user)
+            nodes, user_roots = self.plan(user, items, prefixes)
             for node in nodes.values():
-                node.block_text = block_items[hashes[node.block]] if node.block >= 0 else None
                 all_nodes.setdefault(node.key, node)
             roots.update({(user, m): key for m, key in user_roots.items()})
         todo = [n for n in all_nodes.values() if n.key not in self.store]
@@ -65,6 +54,18 @@ class Summarizer:
                     len(all_nodes), len(all_nodes) - len(todo), len(todo), self.paradigm, self.block_size)
         self._run(todo)
         return roots
+
+    def plan(self, user, items, prefixes):
+        """``(nodes, roots)`` of one user (see :func:`~recbole_trsr.summarize.plan.plan_user`), each node
+        with the text of the block it reads."""
+        prefixes = sorted({int(m) for m in prefixes if m > 0})
+        if not prefixes:
+            return {}, {}
+        texts = [self._items_text(block) for block in blocks(list(items), self.block_size, max(prefixes))]
+        nodes, roots = plan_user(self.paradigm, [digest(t) for t in texts], prefixes, self.fanin, user)
+        for node in nodes.values():
+            node.block_text = texts[node.block] if node.block >= 0 else None
+        return nodes, roots
 
     def _prompt(self, node):
         t = self.templates

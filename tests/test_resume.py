@@ -15,6 +15,7 @@ from conftest import DATASET, llm_config
 from recbole_trsr.trainer.resume import previous, read_state, write_state
 
 RUNNER = Path(__file__).resolve().parent / "run_tiny.py"
+GLOO_FLAKE = "Connection reset by peer"
 
 
 def tiny_run_config(data_root, tiny_llm, folder, **overrides):
@@ -32,11 +33,19 @@ def child(config, fault=None):
         env["TRSR_FAULT"] = fault
     out = subprocess.run([sys.executable, str(RUNNER), json.dumps(config)], capture_output=True, text=True, env=env,
                          cwd=config["checkpoint_dir"].rsplit("/", 1)[0], timeout=600)
+    if config.get("nproc") and not fault and out.returncode != 0 and GLOO_FLAKE in out.stderr:
+        # gloo's loopback TCP now and then resets a pair connection at start-up here (seen in 2 of the
+        # session's full-suite runs, in runs with no fault, once in test_distributed; never in 6 runs of the test
+        # alone; cause not found, pytorch/gloo#168 reports the same symptom): once more, on another port.
+        # Any other failure stands.
+        out = subprocess.run([sys.executable, str(RUNNER), json.dumps(dict(config, port=free_port()))],
+                             capture_output=True, text=True, env=env, cwd=config["checkpoint_dir"].rsplit("/", 1)[0],
+                             timeout=600)
     return out
 
 
 def finished(out):
-    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.returncode == 0, out.stderr[-12000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

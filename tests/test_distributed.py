@@ -15,10 +15,22 @@ def free_port():
         return s.getsockname()[1]
 
 
+def run_on_two(model, config):
+    """``run`` on 2 processes; once more on another port if gloo reset a connection at start-up (seen now and
+    then in full-suite runs on 2 cores, never alone; see tests/test_resume.py). Any other failure stands."""
+    try:
+        return run(model, DATASET, config_dict=config, nproc=2)
+    except Exception as exc:
+        if "Connection reset by peer" not in str(exc):
+            raise
+        config["port"] = free_port()
+        return run(model, DATASET, config_dict=config, nproc=2)
+
+
 def test_two_processes_train_one_replica_and_gather_the_metrics_of_one_process(data_root, tmp_path, tiny_llm):
     config = llm_config(data_root, tmp_path, tiny_llm, subset_users=8, train_batch_size=4, epochs=2, eval_step=1,
                         eval_batch_size=60, port=free_port())
-    two = run("LLMTRSR", DATASET, config_dict=config, nproc=2)
+    two = run_on_two("LLMTRSR", config)
 
     # Both ranks ended with the same trainable weights (run() also fails if they differ).
     assert len(two["rank_weights"]) == 2 and two["rank_weights"][0] == two["rank_weights"][1]
@@ -46,7 +58,7 @@ def test_a_baseline_runs_on_two_processes(data_root, tmp_path):
     config = base_config(data_root, tmp_path, hidden_size=16, inner_size=32, n_layers=1, epochs=2,
                          train_batch_size=64, subset_users=20, subset_history=30, MAX_ITEM_LIST_LENGTH=20,
                          port=free_port())
-    two = run("SASRec", DATASET, config_dict=config, nproc=2)
+    two = run_on_two("SASRec", config)
     assert two["rank_weights"][0] == two["rank_weights"][1]
     one = evaluate_checkpoint("SASRec", DATASET, two["checkpoint"], config_dict=config)
     for name, value in one["test_result"].items():

@@ -1,0 +1,132 @@
+"""What a preference summary says, measured against the items it summarizes.
+
+A summary that loses can only be explained by reading what it holds. These statistics check the
+genres a summary names against the genres of the items it covers, and against the candidates the
+recommender must rank:
+
+- ``names_genre``: the summary names at least one genre;
+- ``precision``: of the genres it names, the share that are frequent in its items (on at least
+  ``frequent_share`` of them);
+- ``invented``: of the genres it names, the share that none of its items has;
+- ``top_named``: it names the most frequent genre of its items;
+- ``target_named`` / ``negative_named``: it names a genre of the test target / of a sampled
+  negative (the mean over the user's negatives). Their difference is what a summary can add to a
+  Yes/No answer; near 0 means the summary says nothing that separates the target from the rest.
+
+Each own-items statistic has a ``shuffled_`` twin: the same summary scored against another user's
+items (a fixed derangement of the users). A summary that only repeats what is frequent everywhere
+(Drama, Comedy) scores as well on someone else's items as on its own.
+"""
+import re
+
+import numpy as np
+
+from recbole_trsr.evaluation.bootstrap import bootstrap_ci, paired_bootstrap
+
+
+class GenreMatcher:
+    """Finds the genres a text names: each genre's own word (case-insensitive, plural allowed, a hyphen
+    read as an optional space or hyphen) and any of its ``aliases`` (``{genre: [phrase, ...]}``)."""
+
+    def __init__(self, genres, aliases=None):
+        self.genres = sorted(set(genres))
+        aliases = aliases or {}
+        self._patterns = {}
+        for genre in self.genres:
+            phrases = [genre] + list(aliases.get(genre, ()))
+            alternatives = []
+            for phrase in phrases:
+                words = [re.escape(w) for w in re.split(r"[-\s]+", re.sub(r"'s$", "", phrase.lower())) if w]
+                alternatives.append(r"[-\s]?".join(words) + r"(?:'s|s|es)?")
+            self._patterns[genre] = re.compile(r"\b(?:" + "|".join(alternatives) + r")\b", re.IGNORECASE)
+
+    def named(self, text):
+        """The set of genres ``text`` names."""
+        return {g for g, p in self._patterns.items() if p.search(text or "")}
+
+
+def _item_stats(named, item_genres, frequent_share):
+    """(precision, invented, top_named) of ``named`` against the genre lists of the covered items."""
+    counts = {}
+    for genres in item_genres:
+        for g in set(genres):
+            counts[g] = counts.get(g, 0) + 1
+    n = max(len(item_genres), 1)
+    frequent = {g for g, c in counts.items() if c / n >= frequent_share}
+    top = max(counts.values(), default=0)
+    tops = {g for g, c in counts.items() if c == top and top > 0}
+    if named:
+        precision = len(named & frequent) / len(named)
+        invented = len(named - set(counts)) / len(named)
+    else:
+        precision = invented = np.nan  # undefined: the summary names no genre
+    return precision, invented, float(bool(named & tops))
+
+
+def summary_content(records, matcher, frequent_share=0.25, seed=0):
+    """Per-summary statistics (arrays, one value per record; NaN where undefined).
+
+    ``records``: dicts with ``text`` (the summary), ``covered`` (genre lists of the items it
+    summarizes), ``target`` (the target's genres) and ``negatives`` (genre lists of the sampled
+    negatives). Only records with a non-empty summary are counted; ``n_empty`` says how many had none.
+    """
+    kept = [r for r in records if r["text"]]
+    if not kept:
+        raise ValueError(f"no summary to measure: all {len(records)} records have an empty summary")
+    named = [matcher.named(r["text"]) for r in kept]
+    n = len(kept)
+    # Another user's items for each summary: a derangement (nobody keeps their own) when n > 1.
+    order = np.random.default_rng(seed).permutation(n)
+    other = np.empty(n, dtype=int)
+    other[order] = np.roll(order, -1)  # a cycle through a random order: other[i] != i when n > 1
+    out = {k: np.full(n, np.nan) for k in ("names_genre", "precision", "invented", "top_named", "shuffled_precision",
+                                            "shuffled_invented", "shuffled_top_named", "target_named",
+                                            "negative_named", "words")}
+    for i, (r, g) in enumerate(zip(kept, named)):
+        out["names_genre"][i] = float(bool(g))
+        out["precision"][i], out["invented"][i], out["top_named"][i] = _item_stats(g, r["covered"], frequent_share)
+        (out["shuffled_precision"][i], out["shuffled_invented"][i],
+         out["shuffled_top_named"][i]) = _item_stats(g, kept[other[i]]["covered"], frequent_share)
+        out["target_named"][i] = float(bool(g & set(r["target"])))
+        negatives = r["negatives"] or [[]]
+        out["negative_named"][i] = np.mean([bool(g & set(neg)) for neg in negatives])
+        out["words"][i] = len(r["text"].split())
+    return {"n": n, "n_empty": len(records) - n, "values": out}
+
+
+def content_table(stats, n_boot=2000):
+    """Markdown rows (one per statistic) with bootstrap CIs over summaries, and paired differences
+    (own items - shuffled items; target - negative)."""
+
+    def ci(values):
+        v = values[~np.isnan(values)]
+        if len(v) == 0:
+            return "n/a", 0
+        mean, low, high = bootstrap_ci(v, n_boot=n_boot)
+        return f"{mean:.3f} [{low:.3f}, {high:.3f}]", len(v)
+
+    def paired(a, b):
+        keep = ~np.isnan(a) & ~np.isnan(b)
+        if not keep.any():
+            return "n/a"
+        mean, low, high, _ = paired_bootstrap(a[keep], b[keep], n_boot=n_boot)
+        verdict = "no difference" if low <= 0 <= high else ("higher" if mean > 0 else "lower")
+        return f"{mean:+.3f} [{low:+.3f}, {high:+.3f}], {verdict}"
+
+    v = stats["values"]
+    lines = ["| statistic | own items | another user's items | own - another | summaries counted |",
+             "|---|---|---|---|---|"]
+    for name, label in (("precision", "named genres frequent in its items"),
+                        ("invented", "named genres none of its items has"),
+                        ("top_named", "names its items' most frequent genre")):
+        own, count = ci(v[name])
+        lines.append(f"| {label} | {own} | {ci(v['shuffled_' + name])[0]} | "
+                     f"{paired(v[name], v['shuffled_' + name])} | {count} |")
+    lines += ["", "| statistic | value | summaries counted |", "|---|---|---|"]
+    for name, label in (("names_genre", "names a genre"), ("words", "words"),
+                        ("target_named", "names a genre of the target"),
+                        ("negative_named", "names a genre of a negative (mean over negatives)")):
+        value, count = ci(v[name])
+        lines.append(f"| {label} | {value} | {count} |")
+    lines.append(f"| target - negative (paired) | {paired(v['target_named'], v['negative_named'])} | {stats['n']} |")
+    return "\n".join(lines)

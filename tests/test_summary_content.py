@@ -1,0 +1,55 @@
+"""The summary-content statistics: genre matching, own vs another user's items, target vs negatives."""
+import numpy as np
+import pytest
+
+from recbole_trsr.evaluation.summary_content import GenreMatcher, content_table, summary_content
+
+GENRES = ["Action", "Children's", "Comedy", "Drama", "Sci-Fi", "News", "War"]
+
+
+def test_genre_matcher_reads_plurals_hyphens_and_aliases_but_not_parts_of_words():
+    m = GenreMatcher(GENRES, aliases={"Comedy": ["comedies"], "Sci-Fi": ["science fiction"]})
+    assert m.named("Enjoys comedies and dramas, some sci fi") == {"Comedy", "Drama", "Sci-Fi"}
+    assert m.named("A science-fiction fan; children's films") == {"Sci-Fi", "Children's"}
+    assert m.named("new releases, award-winning, dramatic") == set()  # "news", "war", "drama" are not there
+    assert m.named("") == set() and m.named(None) == set()
+
+
+def _record(text, covered, target, negatives):
+    return {"text": text, "covered": covered, "target": target, "negatives": negatives}
+
+
+def test_statistics_separate_a_specific_summary_from_a_generic_one():
+    m = GenreMatcher(GENRES)
+    war = [["War", "Drama"]] * 4 + [["Action"]]
+    kids = [["Children's", "Comedy"]] * 5
+    specific = [_record("Loves war films", war, ["War"], [["Comedy"], ["Children's"]]),
+                _record("Watches children's comedy", kids, ["Comedy"], [["War"], ["Drama"]])]
+    stats = summary_content(specific + [_record("", war, ["War"], [])], m)
+    v = stats["values"]
+    assert stats["n"] == 2 and stats["n_empty"] == 1
+    assert list(v["precision"]) == [1.0, 1.0] and list(v["shuffled_precision"]) == [0.0, 0.0]
+    assert list(v["invented"]) == [0.0, 0.0] and list(v["shuffled_invented"]) == [1.0, 1.0]
+    assert list(v["top_named"]) == [1.0, 1.0] and list(v["shuffled_top_named"]) == [0.0, 0.0]
+    assert list(v["target_named"]) == [1.0, 1.0] and list(v["negative_named"]) == [0.0, 0.0]
+
+    # A summary that names no genre has no precision (NaN, not 0), and says nothing about the target.
+    vague = summary_content([_record("Likes good films", war, ["War"], [["Comedy"]])] * 2, m)["values"]
+    assert np.isnan(vague["precision"]).all() and list(vague["names_genre"]) == [0.0, 0.0]
+    assert list(vague["target_named"]) == [0.0, 0.0]
+
+    table = content_table(stats, n_boot=200)
+    assert "| named genres frequent in its items | 1.000 [1.000, 1.000] | 0.000 [0.000, 0.000] | +1.000" in table
+    assert "target - negative (paired) | +1.000" in table
+
+
+def test_shuffled_items_are_never_the_summary_s_own():
+    m = GenreMatcher(GENRES)
+    records = [_record("War", [["War"]] if i % 2 else [["Comedy"]], ["War"], [["Drama"]]) for i in range(51)]
+    v = summary_content(records, m, seed=3)["values"]
+    # Own items: precision 1 where the items are War, 0 where Comedy; another user's: any mix, but the
+    # derangement must not reproduce the own column exactly.
+    assert list(v["precision"]) == [float(i % 2) for i in range(51)]
+    assert not np.array_equal(v["precision"], v["shuffled_precision"])
+    with pytest.raises(ValueError, match="no summary to measure"):
+        summary_content([_record("", [["War"]], ["War"], [])], m)

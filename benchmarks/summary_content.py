@@ -4,8 +4,8 @@ genres of the items summarized, and of the target against the sampled negatives.
     python benchmarks/summary_content.py benchmarks/profiles/ml-100k-plot.yaml \
         --rows LLMTRSR-hierarchical,LLMTRSR-recurrent [--split test] [--record]
 
-Run it after the rows (``benchmarks/quality.py``): it reads their summaries from the store and
-generates none (a missing summary is an error). The statistics are defined in
+Run it after the rows (``benchmarks/quality.py``): it builds each row's model as the row did, so
+the summaries come from the store; any missing one is generated first, as the row's own run would. The statistics are defined in
 :mod:`recbole_trsr.evaluation.summary_content`.
 """
 import argparse

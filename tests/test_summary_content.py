@@ -38,6 +38,10 @@ def test_statistics_separate_a_specific_summary_from_a_generic_one():
     assert np.isnan(vague["precision"]).all() and list(vague["names_genre"]) == [0.0, 0.0]
     assert list(vague["target_named"]) == [0.0, 0.0]
 
+    # Without sampled negatives there is nothing to compare the target with: NaN, not 0.
+    lone = summary_content([_record("Loves war films", war, ["War"], [])] * 2, m)["values"]
+    assert np.isnan(lone["negative_named"]).all() and list(lone["target_named"]) == [1.0, 1.0]
+
     table = content_table(stats, n_boot=200)
     assert "| named genres frequent in its items | 1.000 [1.000, 1.000] | 0.000 [0.000, 0.000] | +1.000" in table
     assert "target - negative (paired) | +1.000" in table

@@ -88,8 +88,8 @@ def summary_content(records, matcher, frequent_share=0.25, seed=0):
         (out["shuffled_precision"][i], out["shuffled_invented"][i],
          out["shuffled_top_named"][i]) = _item_stats(g, kept[other[i]]["covered"], frequent_share)
         out["target_named"][i] = float(bool(g & set(r["target"])))
-        negatives = r["negatives"] or [[]]
-        out["negative_named"][i] = np.mean([bool(g & set(neg)) for neg in negatives])
+        if r["negatives"]:  # else NaN: no candidates to compare the target with
+            out["negative_named"][i] = np.mean([bool(g & set(neg)) for neg in r["negatives"]])
         out["words"][i] = len(r["text"].split())
     return {"n": n, "n_empty": len(records) - n, "values": out}
 

@@ -161,7 +161,12 @@ def measure(model, tokenizer):
             forward()  # warm-up
             forward_s, expected = timed(forward, reset)
             clock = Clock()
-            split_s, got = timed(lambda: by_component(clock), lambda: (reset(), setattr(clock, "last", time.perf_counter())))
+
+            def reset_both():
+                reset()
+                clock.last = time.perf_counter()  # the reset itself is charged to no component
+
+            split_s, got = timed(lambda: by_component(clock), reset_both)
             spent = {k: v / REPEATS for k, v in clock.spent.items()}
             results[name] = dict(what=what, forward_s=forward_s, split_s=split_s, spent=spent,
                                  same=bool(torch.equal(expected, got)), ideal_s=2 * matmul_params / rate)
@@ -172,14 +177,19 @@ def report(results, rate, dtype):
     names = list(results)
     components = sorted({c for r in results.values() for c in r["spent"]},
                         key=lambda c: -results[names[0]]["spent"].get(c, 0.0))
-    lines = [[c] + [f"{1e3 * results[n]['spent'].get(c, 0.0):.1f} ({100 * results[n]['spent'].get(c, 0.0) / sum(results[n]['spent'].values()):.0f}%)"
-                    for n in names] for c in components]
+
+    def cell(name, component):
+        spent = results[name]["spent"]
+        ms = spent.get(component, 0.0)
+        return f"{1e3 * ms:.1f} ({100 * ms / sum(spent.values()):.0f}%)"
+
+    lines = [[c] + [cell(n, c) for n in names] for c in components]
     lines.append(["total, component by component"] + [f"{1e3 * results[n]['split_s']:.1f}" for n in names])
     lines.append(["total, the model's forward"] + [f"{1e3 * results[n]['forward_s']:.1f}" for n in names])
     lines.append(["same next tokens as the forward"] + ["yes" if results[n]["same"] else "NO" for n in names])
     lines.append([f"matmuls alone at the {dtype} matmul rate ({rate / 1e9:.0f} GFLOP/s)"]
-                 + [f"{1e3 * results[n]['ideal_s']:.1f} ({100 * results[n]['ideal_s'] / results[n]['forward_s']:.0f}% of the forward)"
-                    for n in names])
+                 + [f"{1e3 * r['ideal_s']:.1f} ({100 * r['ideal_s'] / r['forward_s']:.0f}% of the forward)"
+                    for r in (results[n] for n in names)])
     text = table(["component", *(f"{n}: ms ({results[n]['what']})" for n in names)], lines)
     print(text)
     return text

@@ -45,11 +45,13 @@ def explain_user(user, dataset, config_file_list=None, config_dict=None, argv=No
 
     items = net.histories.items_before(uid, net.histories.length(uid)).tolist()
     text = net.prompts.item_text
+    # the blocks as the summarizer read them (summary_item_max_tokens may give them a budget of their own)
+    block_text = getattr(getattr(net.summaries, "summarizer", None), "item_text", text)
     m = summary_block_count(position, net.recent_items, net.block_size)
     start, end = recent_window(position, net.recent_items, net.block_size)
     out = {"user": str(user), "split": split, "position": position, "history_length": len(items),
            "target": text(items[position]), "paradigm": config["summary_paradigm"], "block_size": net.block_size,
-           "blocks": [[text(i) for i in b] for b in blocks(items, net.block_size, m)],
+           "blocks": [[block_text(i) for i in b] for b in blocks(items, net.block_size, m)],
            "summaries": [], "summary": net.summaries.text(uid, position),
            "recent": [text(i) for i in items[start:end]], "recent_positions": [start, end]}
     if m and hasattr(net.summaries, "summarizer"):

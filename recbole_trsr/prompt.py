@@ -48,6 +48,33 @@ def answer_token_id(tokenizer, word):
     return ids[0]
 
 
+def cut_item_ids(tokenizer, item_texts, max_tokens, purpose="item_max_tokens"):
+    """(token ids of each item's text cut to ``max_tokens``, how many were cut); id 0 (padding) has none."""
+    texts = list(item_texts)
+    ids = tokenizer(texts[1:], add_special_tokens=False)["input_ids"] if len(texts) > 1 else []
+    out, n_cut = [[]], 0
+    for row in ids:
+        if len(row) > max_tokens:
+            n_cut += 1
+            row = row[:max_tokens]
+        out.append(row)
+    if n_cut:
+        logger.info("prompt: %d item texts cut to %s=%d", n_cut, purpose, max_tokens)
+    return out, n_cut
+
+
+class CutItemTexts:
+    """An item's text cut to ``max_tokens`` tokens, by item id: what the summarizer's block prompts show
+    when they get their own budget (``summary_item_max_tokens``) instead of the recommender prompt's."""
+
+    def __init__(self, tokenizer, item_texts, max_tokens):
+        self.tokenizer = tokenizer
+        self.item_ids, self.n_cut = cut_item_ids(tokenizer, item_texts, int(max_tokens), "summary_item_max_tokens")
+
+    def __call__(self, item):
+        return self.tokenizer.decode(self.item_ids[int(item)])
+
+
 class PromptBuilder:
     """Token-level recommender prompts under token budgets (see module docstring)."""
 
@@ -99,17 +126,10 @@ class PromptBuilder:
         self._note_ids = {note: encode(tokenizer, note) for note in set(candidate_notes or [])}
 
     def _tokenize_items(self, item_texts, max_tokens):
-        texts = list(item_texts)
-        ids = self.tokenizer(texts[1:], add_special_tokens=False)["input_ids"] if len(texts) > 1 else []
-        out = [[]]
-        for row in ids:
-            if len(row) > max_tokens:
-                self.counters["item_text_truncated"] += 1
-                row = row[:max_tokens]
-            out.append(row)
-        if self.counters["item_text_truncated"]:
-            logger.info("prompt: %d item texts cut to item_max_tokens=%d", self.counters["item_text_truncated"], max_tokens)
-        return out
+        ids, n_cut = cut_item_ids(self.tokenizer, item_texts, max_tokens)
+        if n_cut:
+            self.counters["item_text_truncated"] += n_cut
+        return ids
 
     def item_text(self, item):
         """The item's text as the prompts show it (after the token cut)."""

@@ -162,6 +162,35 @@ def test_summaries_never_see_the_target_or_later_items(data_root, tmp_path, tiny
     assert checked > 100 and nonempty > checked // 2
 
 
+def test_block_prompts_get_their_own_item_budget(data_root, tmp_path, tiny_llm, monkeypatch):
+    from recbole_trsr.summarize import pipeline
+    shown = []
+
+    def recording_engine(config, backbone):
+        def generate(prompts):
+            shown.extend(prompts)
+            return ["likes these"] * len(prompts)
+        return generate
+
+    monkeypatch.setattr(pipeline, "summary_engine", recording_engine)
+    config = TRSRConfig("LLMTRSR", DATASET, config_dict=llm_config(
+        data_root, tmp_path, tiny_llm, item_max_tokens=3, summary_item_max_tokens=12))
+    dataset = create_dataset(config)
+    train, _, _ = data_preparation(config, dataset)
+    model = LLMTRSR(config, train._dataset)
+    tok = model.prompts.tokenizer
+    block_lines = [line[2:] for p in shown if p.startswith("A user interacted") for line in p.splitlines()
+                   if line.startswith("- ")]
+    lengths = [len(tok(line, add_special_tokens=False)["input_ids"]) for line in block_lines]
+    assert block_lines and max(lengths) > 3 + 1  # more of an item than the recommender's prompt shows
+    assert all(n <= 12 + 1 for n in lengths)  # re-tokenizing decoded text may merge or split one token
+    assert all(len(ids) <= 3 for ids in model.prompts.item_ids)
+    # another block budget is another store: summaries made with the old budget are never read
+    settings = [pipeline.summarizer_settings(dict(config.final_config_dict, summary_item_max_tokens=n), "x")
+                for n in (None, 12)]
+    assert settings[0] != settings[1]
+
+
 def test_end_to_end_run_sampled_and_full(data_root, tmp_path, tiny_llm):
     result = run("LLMTRSR", DATASET, config_dict=llm_config(data_root, tmp_path, tiny_llm))
     for metric in ("recall@10", "mrr@10", "ndcg@10"):

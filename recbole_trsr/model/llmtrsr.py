@@ -12,7 +12,7 @@ from recbole_trsr.llm.backbone import load_backbone
 from recbole_trsr.llm.scoring import AnswerScorer, Group
 from recbole_trsr.model.own_weights import OwnWeightsCheckpointMixin
 from recbole_trsr.model.retriever import build_retriever, rerank_top_m
-from recbole_trsr.prompt import PromptBuilder, answer_token_id
+from recbole_trsr.prompt import CutItemTexts, PromptBuilder, answer_token_id
 from recbole_trsr.summarize.pipeline import precompute_summaries
 from recbole_trsr.summarize.segment import recent_window
 
@@ -62,7 +62,10 @@ class LLMTRSR(OwnWeightsCheckpointMixin, SequentialRecommender):
             prompt_max_tokens=config["prompt_max_tokens"], use_chat_template=config["use_chat_template"],
             candidate_notes=notes,
         )
-        self.summaries = precompute_summaries(config, backbone, self.prompts.item_text, dataset)
+        block_item_text = self.prompts.item_text
+        if config["summary_item_max_tokens"]:
+            block_item_text = CutItemTexts(backbone.tokenizer, item_texts.texts, config["summary_item_max_tokens"])
+        self.summaries = precompute_summaries(config, backbone, block_item_text, dataset)
 
         lora = LoraConfig(r=config["lora_r"], lora_alpha=config["lora_alpha"], lora_dropout=config["lora_dropout"],
                           target_modules=list(config["lora_target_modules"]), task_type="CAUSAL_LM",

@@ -73,7 +73,7 @@ def summarizer_settings(config, backbone_identity):
         "templates": {k: config[f"summary_{k}_template"] for k in ("block", "merge", "recurrent")},
         "max_new_tokens": config["summary_max_new_tokens"],
         "max_prompt_tokens": config["summary_prompt_max_tokens"],
-        "item_max_tokens": config["item_max_tokens"],
+        "item_max_tokens": config["summary_item_max_tokens"] or config["item_max_tokens"],  # what blocks show
         "chat_template": config["use_chat_template"],
     }
 

@@ -4,6 +4,7 @@
     python benchmarks/quality.py benchmarks/profiles/amazon-industrial.yaml --rows SASRec,GRU4Rec
     python benchmarks/quality.py benchmarks/profiles/ml-100k.yaml --record             # + RESULTS.md
     python benchmarks/quality.py benchmarks/profiles/amazon-industrial.yaml --valid --rows A,B  # choose
+    python benchmarks/quality.py benchmarks/profiles/ml-100k-plot.yaml --report_only --earlier DIR   # replicates
 
 A profile names the dataset, the settings every row shares (split, sampled protocol, test users)
 and the rows (a model plus its own settings). Each finished row is written to
@@ -15,6 +16,9 @@ tables, and draws ``benchmarks/quality/<profile>.png``.
 ``--valid`` reports the validation split instead: each selected row's checkpoint is evaluated on
 the valid users' validation targets (stored in its JSON), which is where a recipe or a lever is
 chosen; the test table is only read once the choice is made.
+
+``--earlier DIR`` adds earlier runs of some rows (their JSONs kept in DIR) to the report, so that the
+same row run twice (another machine, another day) is compared on the same users and candidates.
 """
 import argparse
 import json
@@ -74,6 +78,8 @@ def main():
     parser.add_argument("--valid", action="store_true",
                         help="report the validation split of the selected rows (checkpoints evaluated once)")
     parser.add_argument("--baseline", help="row the paired differences are taken from (default: the profile's)")
+    parser.add_argument("--earlier", help="folder of earlier runs of some rows (the same JSON files, e.g. from another "
+                        "machine): each is reported beside the current rows as '<row> [<folder>]'")
     parser.add_argument("--n_boot", type=int, default=2000)
     args = parser.parse_args()
 
@@ -94,6 +100,14 @@ def main():
             done.append(run_row(profile, row, out_dir))
         elif path.is_file():
             done.append(json.loads(path.read_text()))
+    if args.earlier:
+        if args.valid:
+            raise SystemExit("--earlier reports test results; earlier runs keep no checkpoint to validate")
+        folder = Path(args.earlier)
+        earlier = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+        if not earlier:
+            raise SystemExit(f"--earlier {folder}: no row JSON there")
+        done += [dict(r, name=f"{r['name']} [{folder.name}]") for r in earlier]
     if not done:
         raise SystemExit("no finished rows to report")
     if args.valid:

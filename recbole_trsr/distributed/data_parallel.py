@@ -11,6 +11,7 @@
 * Only rank 0 writes checkpoints; the others wait, then read the same file.
 """
 import functools
+import os
 import shutil
 
 import torch
@@ -27,6 +28,10 @@ class DataParallelMixin:
     """Mixed into every trainer by ``recbole_trsr.trainer.get_trainer``; a no-op in one process."""
 
     def __init__(self, config, model):
+        if is_distributed():
+            # RecBole's trainer creates checkpoint_dir with check-then-create: ranks starting together can
+            # both find it missing, and the later one fails with FileExistsError.
+            os.makedirs(config["checkpoint_dir"], exist_ok=True)
         super().__init__(config, model)
         if is_distributed():
             broadcast_trainable(self.model)

@@ -45,6 +45,8 @@ ROWS = {
     "loop-default-sdpa": ("every lever but the matmul decode attention (the model's SDPA)",
                           dict(decoder="loop", attention=None), 256),
     "loop-default-64": ("every lever, but calls of 64 prompts (summary_batch_size 64)", dict(decoder="loop"), 64),
+    "loop-default-49k": ("every lever, but batches of up to 49,152 tokens (summary_batch_max_tokens)",
+                         dict(decoder="loop", batch_max_tokens=49152), 256),
 }
 
 

@@ -185,6 +185,7 @@ def test_block_prompts_get_their_own_item_budget(data_root, tmp_path, tiny_llm, 
     assert block_lines and max(lengths) > 3 + 1  # more of an item than the recommender's prompt shows
     assert all(n <= 12 + 1 for n in lengths)  # re-tokenizing decoded text may merge or split one token
     assert all(len(ids) <= 3 for ids in model.prompts.item_ids)
+    assert model.decision_counts()["summary_item_text_truncated"] > 0  # the blocks' own cuts are counted
     # another block budget is another store: summaries made with the old budget are never read
     settings = [pipeline.summarizer_settings(dict(config.final_config_dict, summary_item_max_tokens=n), "x")
                 for n in (None, 12)]

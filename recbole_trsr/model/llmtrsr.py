@@ -62,9 +62,10 @@ class LLMTRSR(OwnWeightsCheckpointMixin, SequentialRecommender):
             prompt_max_tokens=config["prompt_max_tokens"], use_chat_template=config["use_chat_template"],
             candidate_notes=notes,
         )
-        block_item_text = self.prompts.item_text
+        block_item_text, self.block_item_texts_cut = self.prompts.item_text, 0
         if config["summary_item_max_tokens"]:
             block_item_text = CutItemTexts(backbone.tokenizer, item_texts.texts, config["summary_item_max_tokens"])
+            self.block_item_texts_cut = block_item_text.n_cut
         self.summaries = precompute_summaries(config, backbone, block_item_text, dataset)
 
         lora = LoraConfig(r=config["lora_r"], lora_alpha=config["lora_alpha"], lora_dropout=config["lora_dropout"],
@@ -147,7 +148,8 @@ class LLMTRSR(OwnWeightsCheckpointMixin, SequentialRecommender):
         """Every logged, counted decision of this run (prompt cuts, text fallbacks, cache repairs)."""
         return {**self.prompts.counters, "item_text_fallback": self.item_text_fallbacks,
                 "summary_store_unreadable_records": self.summaries.unreadable_records,
-                "summary_prompts_cut": self.summaries.prompts_cut}
+                "summary_prompts_cut": self.summaries.prompts_cut,
+                "summary_item_text_truncated": self.block_item_texts_cut}
 
     def own_weight_names(self):
         """What checkpoints hold: the LoRA weights."""

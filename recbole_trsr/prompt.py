@@ -50,6 +50,8 @@ def answer_token_id(tokenizer, word):
 
 def cut_item_ids(tokenizer, item_texts, max_tokens, purpose="item_max_tokens"):
     """(token ids of each item's text cut to ``max_tokens``, how many were cut); id 0 (padding) has none."""
+    if int(max_tokens) < 1:
+        raise ValueError(f"{purpose} must be at least 1 token, not {max_tokens}")
     texts = list(item_texts)
     ids = tokenizer(texts[1:], add_special_tokens=False)["input_ids"] if len(texts) > 1 else []
     out, n_cut = [[]], 0

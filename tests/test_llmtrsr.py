@@ -11,6 +11,7 @@ from recbole_trsr.data.item_text import popularity_levels
 from recbole_trsr.llm.backbone import load_backbone
 from recbole_trsr.llm.scoring import AnswerScorer, Group
 from recbole_trsr.model.llmtrsr import LLMTRSR
+from recbole_trsr.prompt import CutItemTexts
 from recbole_trsr.quick_start import run
 from recbole_trsr.summarize.pipeline import precompute_summaries
 from recbole_trsr.summarize.segment import recent_window
@@ -190,6 +191,8 @@ def test_block_prompts_get_their_own_item_budget(data_root, tmp_path, tiny_llm, 
     settings = [pipeline.summarizer_settings(dict(config.final_config_dict, summary_item_max_tokens=n), "x")
                 for n in (None, 12)]
     assert settings[0] != settings[1]
+    with pytest.raises(ValueError, match="summary_item_max_tokens must be at least 1"):
+        CutItemTexts(tok, ["", "a b c"], -4)
 
 
 def test_end_to_end_run_sampled_and_full(data_root, tmp_path, tiny_llm):

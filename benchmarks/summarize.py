@@ -30,13 +30,15 @@ N_PROMPTS, BLOCK, NEW_TOKENS, ITEM_TOKENS = 256, 5, 48, 24
 BASELINE = "hf-16"
 #: name -> (what it is, LLMGenerator keyword arguments, prompts per call)
 LOOP_NONE = dict(decoder="loop", batch_max_tokens=0, share_prefix=False, drop_finished=False, preallocate=False,
-                 attention=None)
+                 attention=None, decode_reads_capacity=False)
 ROWS = {
     "hf-16-unsorted": ("today's generate, batches of 16 in prompt order (no length sort)", dict(decoder="hf"), 16),
     "hf-16": ("today's default: generate, length-sorted batches of 16", dict(decoder="hf"), 16),
     "hf-64": ("generate, length-sorted batches of 64 (larger batches alone)", dict(decoder="hf"), 64),
     "loop-16": ("loop decoder, batches of 16, no lever", LOOP_NONE, 16),
     "loop-16+cache": ("+ preallocated KV cache alone", dict(LOOP_NONE, preallocate=True), 16),
+    "loop-16+capacity": ("+ preallocated KV cache read whole by decode steps", dict(LOOP_NONE, preallocate=True,
+                                                                                   decode_reads_capacity=True), 16),
     "loop-16+attention": ("+ matmul decode attention alone", dict(LOOP_NONE, attention="auto"), 16),
     "loop-16+drop": ("+ finished rows leave the batch alone", dict(LOOP_NONE, drop_finished=True), 16),
     "loop-16+prefix": ("+ shared prompt prefix alone", dict(LOOP_NONE, share_prefix=True), 16),
@@ -44,6 +46,8 @@ ROWS = {
     "loop-default": ("new default: every lever, calls of 256 prompts (summary_batch_size)", dict(decoder="loop"), 256),
     "loop-default-sdpa": ("every lever but the matmul decode attention (the model's SDPA)",
                           dict(decoder="loop", attention=None), 256),
+    "loop-default-views": ("every lever but the whole-buffer decode read (decode reads the written positions)",
+                           dict(decoder="loop", decode_reads_capacity=False), 256),
     "loop-default-64": ("every lever, but calls of 64 prompts (summary_batch_size 64)", dict(decoder="loop"), 64),
     "loop-default-49k": ("every lever, but batches of up to 49,152 tokens (summary_batch_max_tokens)",
                          dict(decoder="loop", batch_max_tokens=49152), 256),

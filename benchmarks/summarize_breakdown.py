@@ -117,7 +117,10 @@ def measure(model, tokenizer):
     n = len(token)
     step_ids, step_pos = token[:, None], (position + 1)[:, None]
     step_mask = torch.cat([gen.decode_inputs[2], gen.decode_inputs[2].new_ones(n, 1)], dim=1)
-    allowed = step_mask.bool()[:, None, None, :]
+    # A decode step reads the whole preallocated buffers (LLMGenerator's decode_reads_capacity): positions
+    # not written yet are masked, as transformers' mask does for the model's forward.
+    read = cache.layers[0].capacity if cache.layers[0].decode_reads_capacity else written + 1
+    allowed = torch.nn.functional.pad(step_mask.bool(), (0, read - step_mask.shape[1]))[:, None, None, :]
 
     def reset_decode():
         for layer in cache.layers:
@@ -129,7 +132,8 @@ def measure(model, tokenizer):
                         use_cache=True)
         return out.logits[:, -1].float().argmax(-1)
 
-    cases["decode step"] = (f"{n} rows, 1 token each, {written + 1} cache positions", n * (linear + head),
+    cases["decode step"] = (f"{n} rows, 1 token each, {written + 1} cache positions of {read} read",
+                            n * (linear + head),
                             lambda clock: step(model, step_ids, step_pos, cache.layers, allowed, grouped_attention,
                                                clock), reset_decode, model_decode)
 

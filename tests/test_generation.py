@@ -7,10 +7,12 @@ import pytest
 import torch
 
 from recbole_trsr.llm.backbone import load_backbone
+from recbole_trsr.llm.attention import use_attention
 from recbole_trsr.llm.generation import LLMGenerator, common_prefix_length, preallocated_cache
 
 LEVERS = ("share_prefix", "drop_finished", "preallocate", "attention")
-OFF = dict(share_prefix=False, drop_finished=False, preallocate=False, attention=None, prefill_max_tokens=0)
+OFF = dict(share_prefix=False, drop_finished=False, preallocate=False, attention=None, prefill_max_tokens=0,
+           decode_reads_capacity=False)
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +46,7 @@ def test_every_lever_gives_generates_text(backbone):
         assert len(lengths) > 2, "rows must end at different steps for drop_finished to be exercised"
         settings = [{}]  # every lever on (the default)
         settings += [dict(OFF, **{lever: "auto" if lever == "attention" else True}) for lever in LEVERS]
+        settings += [dict(OFF, preallocate=True, decode_reads_capacity=True), dict(decode_reads_capacity=False)]
         settings += [dict(OFF), dict(prefill_max_tokens=40), dict(batch_max_tokens=90)]
         for kwargs in settings:
             gen = LLMGenerator(model, backbone.tokenizer, max_new_tokens=12, **kwargs)
@@ -118,3 +121,23 @@ def test_in_bf16_the_loop_differs_from_generate_only_at_near_ties(tiny_llm):
         assert abs(float(logits[a[i]] - logits[b[i]])) < tie, (i, a, b)
         compared += 1
     assert compared < len(rows) // 2  # most rows agree token for token
+
+
+def test_decode_reading_the_whole_cache_gives_the_same_logits(backbone):
+    """A decode step that attends over every preallocated position (unwritten ones masked) gives the logits
+    of one that attends over the written positions only, with left padding in the batch."""
+    model, tok = backbone.model, backbone.tokenizer
+    ids = torch.tensor([[tok.pad_token_id, tok.pad_token_id, 5, 6], [7, 8, 9, 10]])
+    mask = (ids != tok.pad_token_id).long()
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    logits = []
+    for whole, attention in itertools.product((False, True), (None, "trsr_grouped")):
+        cache = preallocated_cache(model, 2, 9, torch.float32, "cpu", decode_reads_capacity=whole)
+        with torch.no_grad(), use_attention(model, attention):
+            model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True)
+            out = model(input_ids=torch.tensor([[11], [12]]), attention_mask=torch.cat([mask, torch.ones(2, 1).long()], 1),
+                        position_ids=positions[:, -1:] + 1, past_key_values=cache, use_cache=True)
+        logits.append(out.logits[:, -1])
+        assert cache.layers[0].get_mask_sizes(1) == ((9, 0) if whole else (6, 0))
+    for other in logits[1:]:
+        torch.testing.assert_close(other, logits[0], rtol=1e-5, atol=1e-5)

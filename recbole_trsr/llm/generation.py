@@ -7,8 +7,10 @@ Two decoders write the same greedy text (``tests/test_generation.py``):
   prompt + new tokens of every row, padding included); the prompts' common token prefix (chat
   header and the template's first line) is computed once and shared by every row of a batch; the
   key/value cache is preallocated, so a decode step writes its token in place instead of copying
-  the whole cache; finished rows leave the batch; attention runs as two matmuls per layer
-  (:mod:`recbole_trsr.llm.attention`) on a CPU, and as the model's own on CUDA.
+  the whole cache, and reads the whole buffers (positions not written yet masked), which the
+  attention's matmuls take in place where a view of the written positions is copied first; finished
+  rows leave the batch; attention runs as two matmuls per layer (:mod:`recbole_trsr.llm.attention`)
+  on a CPU, and as the model's own on CUDA.
 * ``hf``: transformers' ``generate`` (the reference, and the way out for a model the loop does
   not fit, e.g. one whose cache is not a list of key/value layers).
 
@@ -34,16 +36,22 @@ class PreallocatedLayer(DynamicLayer):
     """One layer's key/value cache in buffers sized for a whole batch's prompt + new tokens: ``update``
     writes the new positions in place and returns views, where transformers' ``DynamicLayer``
     concatenates (copies the whole cache) at every decode step. Keys are stored transposed
-    ([rows, heads, head_dim, positions]): the view that attention multiplies by, ``keys^T``, then has
-    unit stride along positions, which oneDNN's bf16 GEMM reads in place instead of copying.
+    ([rows, heads, head_dim, positions]), so that ``keys^T``, which attention multiplies by, has unit
+    stride along positions. With ``decode_reads_capacity`` a decode step gets the whole buffers: they
+    are contiguous, and the matmuls read them in place, where a view of the written positions (rows
+    ``capacity`` apart) took twice as long (100 rows, 184 of 232 positions, bf16).
     :meth:`row_slice` gives a layer over some rows of the same buffers, so a batch can be prefilled in
     chunks of rows, and a prefix shared by the batch computed in row 0 alone (:meth:`copy_first_row`)."""
 
-    def __init__(self, capacity, rows, kv_heads, head_dim, dtype, device):
+    def __init__(self, capacity, rows, kv_heads, head_dim, dtype, device, decode_reads_capacity=False):
         super().__init__()
         self.dtype, self.device, self.capacity, self.length = dtype, device, int(capacity), 0
-        self._keys_t = torch.empty(rows, kv_heads, head_dim, self.capacity, dtype=dtype, device=device)
-        self._values = torch.empty(rows, kv_heads, self.capacity, head_dim, dtype=dtype, device=device)
+        self.decode_reads_capacity = decode_reads_capacity
+        # Zeros, not empty: a decode step that reads the whole capacity multiplies the unwritten
+        # positions by a probability of exactly 0, which must not meet a NaN left in fresh memory.
+        alloc = torch.zeros if decode_reads_capacity else torch.empty
+        self._keys_t = alloc(rows, kv_heads, head_dim, self.capacity, dtype=dtype, device=device)
+        self._values = alloc(rows, kv_heads, self.capacity, head_dim, dtype=dtype, device=device)
         self.is_initialized = True
         self._views()
 
@@ -59,7 +67,19 @@ class PreallocatedLayer(DynamicLayer):
         self._values[:, :, self.length:end] = value_states
         self.length = end
         self._views()
+        if self.decode_reads_capacity and key_states.shape[-2] == 1:
+            # The whole buffers: contiguous operands that the matmuls read in place, where a view of the
+            # first ``length`` positions (rows ``capacity`` apart) is copied first, which took half of a
+            # decode step's attention. The mask (:meth:`get_mask_sizes`) hides what is not written yet.
+            return self._keys_t.transpose(-1, -2), self._values
         return self.keys, self.values
+
+    def get_mask_sizes(self, query):
+        # transformers passes the query's length (its cache positions before 5.x's later releases)
+        query_length = query if isinstance(query, int) else query.shape[-1]
+        if self.decode_reads_capacity and query_length == 1:
+            return self.capacity, 0
+        return super().get_mask_sizes(query)
 
     def get_seq_length(self):
         return self.length
@@ -88,12 +108,12 @@ class PreallocatedLayer(DynamicLayer):
         self._views()
 
 
-def preallocated_cache(model, rows, capacity, dtype, device):
+def preallocated_cache(model, rows, capacity, dtype, device, decode_reads_capacity=False):
     """A transformers ``Cache`` of :class:`PreallocatedLayer` for ``rows`` sequences of ``capacity`` positions."""
     config = model.config.get_text_config()
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
-    return Cache(layers=[PreallocatedLayer(capacity, rows, kv_heads, head_dim, dtype, device)
+    return Cache(layers=[PreallocatedLayer(capacity, rows, kv_heads, head_dim, dtype, device, decode_reads_capacity)
                          for _ in range(config.num_hidden_layers)])
 
 
@@ -128,14 +148,16 @@ class LLMGenerator:
     (prompt + new tokens of a batch, padding included), ``share_prefix``, ``drop_finished``,
     ``preallocate`` (the KV cache), ``prefill_max_tokens`` (a batch's prompts are prefilled in chunks of
     rows of at most this many tokens, which keeps activations in the CPU's caches: 15% faster prefill
-    at 16 rows of 150 tokens than at 96; needs ``preallocate``; 0: one forward) and ``attention``
+    at 16 rows of 150 tokens than at 96; needs ``preallocate``; 0: one forward), ``attention``
     (``"auto"``: matmul decode attention on a CPU, the model's own on CUDA; ``None``: the model's own;
-    or a registered name).
+    or a registered name) and ``decode_reads_capacity`` (decode steps attend over the whole preallocated
+    buffers, unwritten positions masked, so that attention reads contiguous memory in place; needs
+    ``preallocate``).
     """
 
     def __init__(self, model, tokenizer, max_new_tokens=64, use_chat_template=True, max_prompt_tokens=1024,
                  decoder="loop", batch_max_tokens=24576, share_prefix=True, drop_finished=True, preallocate=True,
-                 prefill_max_tokens=2048, attention="auto"):
+                 prefill_max_tokens=2048, attention="auto", decode_reads_capacity=True):
         if decoder not in DECODERS:
             raise ValueError(f"summary decoder must be one of {DECODERS}, not {decoder!r}")
         self.model = model
@@ -149,6 +171,7 @@ class LLMGenerator:
         self.preallocate = preallocate
         self.prefill_max_tokens = int(prefill_max_tokens)
         self.attention = attention
+        self.decode_reads_capacity = decode_reads_capacity
         self.head, self.tail = chat_frame(tokenizer, use_chat_template, plain_tail="\nSummary:")
         eos = getattr(model.generation_config, "eos_token_id", None)
         eos = tokenizer.eos_token_id if eos is None else eos
@@ -233,7 +256,8 @@ class LLMGenerator:
         with use_attention(model, self._attention()):
             if self.preallocate:
                 capacity = mask.shape[1] + self.max_new_tokens
-                cache = preallocated_cache(model, n, capacity, next(model.parameters()).dtype, device)
+                cache = preallocated_cache(model, n, capacity, next(model.parameters()).dtype, device,
+                                           self.decode_reads_capacity)
             else:
                 cache = DynamicCache()
             token = self._prefill(cache, rows[0][:shared], ids, mask, positions)

@@ -135,7 +135,8 @@ def test_decode_reading_the_whole_cache_gives_the_same_logits(backbone):
         cache = preallocated_cache(model, 2, 9, torch.float32, "cpu", decode_reads_capacity=whole)
         with torch.no_grad(), use_attention(model, attention):
             model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True)
-            out = model(input_ids=torch.tensor([[11], [12]]), attention_mask=torch.cat([mask, torch.ones(2, 1).long()], 1),
+            step_mask = torch.cat([mask, torch.ones(2, 1).long()], 1)
+            out = model(input_ids=torch.tensor([[11], [12]]), attention_mask=step_mask,
                         position_ids=positions[:, -1:] + 1, past_key_values=cache, use_cache=True)
         logits.append(out.logits[:, -1])
         assert cache.layers[0].get_mask_sizes(1) == ((9, 0) if whole else (6, 0))

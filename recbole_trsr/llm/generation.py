@@ -75,7 +75,7 @@ class PreallocatedLayer(DynamicLayer):
         return self.keys, self.values
 
     def get_mask_sizes(self, query):
-        # transformers passes the query's length (its cache positions before 5.x's later releases)
+        # transformers 5.23 passes the query's length; a tensor of the query's cache positions is read too
         query_length = query if isinstance(query, int) else query.shape[-1]
         if self.decode_reads_capacity and query_length == 1:
             return self.capacity, 0

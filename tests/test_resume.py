@@ -139,3 +139,20 @@ def test_garbage_states_are_refused_naming_the_files(tmp_path):
 
 def test_resume_with_nothing_saved_starts_from_zero(tmp_path):
     assert read_state(tmp_path / "none" / "state.pt") is None
+
+
+def test_evaluation_journal_is_named_by_the_settings_that_change_scores(data_root, tiny_llm, tmp_path):
+    from recbole_trsr.config import TRSRConfig
+    from recbole_trsr.trainer.checkpoint import plain_config
+    from recbole_trsr.trainer.resume import settings_digest
+
+    def digest(**overrides):
+        config = tiny_run_config(data_root, tiny_llm, tmp_path, **overrides)
+        model, dataset = config.pop("model"), config.pop("dataset")
+        return settings_digest(plain_config(TRSRConfig(model, dataset, config_dict=config)))
+
+    same = digest()
+    assert digest(resume=True, checkpoint_dir=str(tmp_path / "elsewhere"), dist_timeout=99) == same
+    # A killed evaluation started again with another prompt must score its batches anew.
+    assert digest(prompt_template="Recent: {recent}\nItem: {candidate}\nYes or No?") != same
+    assert digest(item_max_tokens=8) != same

@@ -6,7 +6,8 @@ each batch up by a digest of its content (every tensor of the interaction: users
 candidates) before computing it; a computed batch is written to its own file atomically (temporary
 file, then rename), so a kill leaves only whole files. Evaluation candidates are fixed per user and
 seed (:mod:`.candidates`), so the same batch of a later run has the same digest. The folder is named
-by a digest of the model's trainable weights: other weights never read these scores.
+(by the trainer) after the model's trainable weights and the run's settings: other weights, or the same
+weights with another prompt, never read these scores.
 """
 import contextlib
 import hashlib

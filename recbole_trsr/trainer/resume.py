@@ -33,11 +33,15 @@ VOLATILE_KEYS = {"resume", "save_steps", "save_minutes", "show_progress", "state
                  "local_rank", "rank", "checkpoint_dir", "log_wandb", "dist_timeout", "summary_progress"}
 
 
+def settings_digest(plain):
+    """A short hash of a run's plain settings, :data:`VOLATILE_KEYS` left out."""
+    settings = {k: v for k, v in sorted(plain.items()) if k not in VOLATILE_KEYS}
+    return hashlib.sha1(repr(settings).encode("utf-8")).hexdigest()[:12]
+
+
 def state_dir(config, plain):
     """``<checkpoint_dir>/<model>-<dataset>-<digest of the settings>.resume``: one folder per run setting."""
-    settings = {k: v for k, v in sorted(plain.items()) if k not in VOLATILE_KEYS}
-    digest = hashlib.sha1(repr(settings).encode("utf-8")).hexdigest()[:12]
-    return Path(config["checkpoint_dir"]) / f"{config['model']}-{config['dataset']}-{digest}.resume"
+    return Path(config["checkpoint_dir"]) / f"{config['model']}-{config['dataset']}-{settings_digest(plain)}.resume"
 
 
 def resume_path(config, plain):

@@ -20,7 +20,8 @@ from recbole_trsr.distributed.data_parallel import weights_digest
 from recbole_trsr.evaluation.journal import ScoreJournal
 from recbole_trsr.trainer.checkpoint import (load_checkpoint, model_state, plain_config, restore_model_state,
                                              save_checkpoint)
-from recbole_trsr.trainer.resume import capture_rng, read_state, restore_rng, resume_path, wants_resume, write_state
+from recbole_trsr.trainer.resume import (capture_rng, read_state, restore_rng, resume_path, settings_digest, wants_resume,
+                                         write_state)
 
 logger = logging.getLogger(__name__)
 
@@ -159,8 +160,10 @@ class LLMTrainer(SafeCheckpointMixin, Trainer):
             restore_model_state(self.model, state["state_dict"])
             self.model.load_other_parameter(state.get("other_parameter"))
             self.logger.info(f"Loading model parameters from {path}")
-        journal = ScoreJournal(Path(self.config["checkpoint_dir"]) / "eval-journal"
-                               / f"{self.config['model']}-{weights_digest(self.model)}")
+        # Named by the weights and by the settings (prompt template, budgets, summaries' settings...):
+        # a run killed mid-evaluation and started again with other settings must not read its scores.
+        journal = ScoreJournal(Path(self.config["checkpoint_dir"]) / "eval-journal" / (
+            f"{self.config['model']}-{weights_digest(self.model)}-{settings_digest(plain_config(self.config))}"))
         with journal.recording(self.model):
             result = super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
         barrier()  # every rank has finished reading before rank 0 removes it

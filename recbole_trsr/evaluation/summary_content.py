@@ -45,6 +45,15 @@ class GenreMatcher:
         return {g for g, p in self._patterns.items() if p.search(text or "")}
 
 
+def derangement(n, seed=0):
+    """``other[i]``: a fixed random index other than ``i`` (one cycle through a seeded random order),
+    for ``n`` > 1; ``[0]`` for ``n`` = 1."""
+    order = np.random.default_rng(seed).permutation(n)
+    other = np.empty(n, dtype=int)
+    other[order] = np.roll(order, -1)
+    return other
+
+
 def _item_stats(named, item_genres, frequent_share):
     """(precision, invented, top_named) of ``named`` against the genre lists of the covered items."""
     counts = {}
@@ -75,10 +84,7 @@ def summary_content(records, matcher, frequent_share=0.25, seed=0):
         raise ValueError(f"no summary to measure: all {len(records)} records have an empty summary")
     named = [matcher.named(r["text"]) for r in kept]
     n = len(kept)
-    # Another user's items for each summary: a derangement (nobody keeps their own) when n > 1.
-    order = np.random.default_rng(seed).permutation(n)
-    other = np.empty(n, dtype=int)
-    other[order] = np.roll(order, -1)  # a cycle through a random order: other[i] != i when n > 1
+    other = derangement(n, seed)  # another user's items for each summary
     out = {k: np.full(n, np.nan) for k in ("names_genre", "precision", "invented", "top_named", "shuffled_precision",
                                             "shuffled_invented", "shuffled_top_named", "target_named",
                                             "negative_named", "words")}

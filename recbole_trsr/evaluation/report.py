@@ -136,7 +136,8 @@ def chart(summary, metric_names, path, title):
     ax.set_xticks(x, metric_names)
     ax.set_ylabel("score (95% bootstrap CI over test users)")
     ax.set_title(f"{title} ({summary['users']} test users)")
-    ax.legend(fontsize=7, ncol=2)
+    # Outside the axes: with many rows a legend inside covers the tallest bars.
+    ax.legend(fontsize=7, ncol=1 if len(rows) <= 12 else 2, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

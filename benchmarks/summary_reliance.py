@@ -21,11 +21,10 @@ from common import RESULTS, machine
 
 from recbole_trsr.config import TRSRConfig
 from recbole_trsr.data.dataset import training_positions
-from recbole_trsr.evaluation import PerUserRecorder, report
+from recbole_trsr.evaluation import report
 from recbole_trsr.evaluation.summary_reliance import REPLACEMENTS, ReplacedSummaries
-from recbole_trsr.quick_start import _prepare
+from recbole_trsr.quick_start import _prepare, evaluate_weights
 from recbole_trsr.sr_model import attach_sr_models
-from recbole_trsr.trainer import get_trainer
 
 METRICS = ["recall@10", "mrr@10", "ndcg@10"]
 
@@ -44,13 +43,10 @@ def replaced_outcomes(saved, dataset, split):
         # A journal of its own: the evaluation journal is named by the weights alone, and these are the
         # row's weights with other prompts (a killed run must not resume from another replacement's scores).
         config["checkpoint_dir"] = str(saved_dir / "summary-reliance" / replacement)
-        trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, net)
-        recorder = PerUserRecorder(trainer, config["USER_ID_FIELD"], max(config["topk"])).attach()
         started = time.perf_counter()
-        result = trainer.evaluate(data, load_best_model=True, model_file=saved["checkpoint"])
-        out[replacement] = {"test_result": result, "per_user": recorder.result(),
-                            "replaced": net.summaries.replaced, "wall_time_s": time.perf_counter() - started}
-        print(f"{replacement}: {result} ({out[replacement]['wall_time_s']:.0f} s)", flush=True)
+        out[replacement] = dict(evaluate_weights(config, net, data, saved["checkpoint"]),
+                                replaced=net.summaries.replaced, wall_time_s=time.perf_counter() - started)
+        print(f"{replacement}: {out[replacement]['test_result']} ({out[replacement]['wall_time_s']:.0f} s)", flush=True)
     return out
 
 

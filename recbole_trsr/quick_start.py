@@ -132,9 +132,14 @@ def evaluate_checkpoint(model, dataset, checkpoint, config_file_list=None, confi
         raise ValueError("evaluating a DELRec checkpoint needs delrec_sr_checkpoint: the SR model its run used "
                          "(run() returns it as 'sr_checkpoint' when it trained one)")
     attach_sr_models(config, net, train_data, valid_data)
+    return evaluate_weights(config, net, valid_data if split == "valid" else test_data, checkpoint)
+
+
+def evaluate_weights(config, net, data, checkpoint):
+    """Load ``checkpoint``'s weights into ``net`` and evaluate it on ``data`` (one of :func:`_prepare`'s
+    loaders); returns ``{"test_result", "per_user"}``."""
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, net)
     recorder = PerUserRecorder(trainer, config["USER_ID_FIELD"], max(config["topk"])).attach()
-    data = valid_data if split == "valid" else test_data
     result = trainer.evaluate(data, load_best_model=True, model_file=str(checkpoint))
     return {"test_result": result, "per_user": recorder.result()}
 

@@ -86,7 +86,9 @@ class LLMTrainer(SafeCheckpointMixin, Trainer):
     def __init__(self, config, model):
         self.accumulation_steps = max(1, int(config["gradient_accumulation_steps"] or 1))
         super().__init__(config, model)
-        self.state_path = resume_path(config, plain_config(config))
+        plain = plain_config(config)
+        self.state_path = resume_path(config, plain)
+        self.settings_digest = settings_digest(plain)  # names the evaluation journal with the weights
         self.save_steps = int(config["save_steps"] or 0)
         self.save_seconds = 60 * float(config["save_minutes"] or 0)
         self.write_states = self.supports_resume
@@ -163,7 +165,7 @@ class LLMTrainer(SafeCheckpointMixin, Trainer):
         # Named by the weights and by the settings (prompt template, budgets, summaries' settings...):
         # a run killed mid-evaluation and started again with other settings must not read its scores.
         journal = ScoreJournal(Path(self.config["checkpoint_dir"]) / "eval-journal" / (
-            f"{self.config['model']}-{weights_digest(self.model)}-{settings_digest(plain_config(self.config))}"))
+            f"{self.config['model']}-{weights_digest(self.model)}-{self.settings_digest}"))
         with journal.recording(self.model):
             result = super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
         barrier()  # every rank has finished reading before rank 0 removes it

@@ -145,3 +145,26 @@ def test_compare_hands_the_trained_sasrec_to_delrec(data_root, tmp_path, tiny_ll
     assert len(sasrec_ckpts) == 1  # DELRec reused it instead of training another
     log = next((tmp_path / "log" / "DELRec").glob("*.log")).read_text()
     assert f"loaded from {results[0]['checkpoint']}" in log
+
+
+def test_adapter_folder_reloads_with_plain_peft(built, tmp_path, tiny_llm):
+    from peft import PeftModel
+
+    from recbole_trsr.llm.backbone import load_backbone
+
+    _, model, train, _ = built
+    model.set_stage("recommend")
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=0.05)
+    for _ in range(3):  # AdaLoRA's budget update runs after each step, as in the trainer
+        loss = model.calculate_loss(next(iter(train)))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        model.after_optimizer_step()
+    model.eval()
+    model.save_adapter(tmp_path / "delrec.adapter")
+    base = load_backbone(str(tiny_llm), dtype="float32").model
+    peft_model = PeftModel.from_pretrained(base, str(tmp_path / "delrec.adapter"))
+    ids = torch.tensor([list(range(5, 40))])
+    with torch.no_grad():
+        torch.testing.assert_close(peft_model(input_ids=ids).logits, model.llm(input_ids=ids).logits, atol=1e-5, rtol=0)

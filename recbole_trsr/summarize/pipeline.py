@@ -5,6 +5,7 @@ from recbole_trsr.data.dataset import training_positions
 from recbole_trsr.distributed import main_process_first
 from recbole_trsr.llm.generation import LLMGenerator
 from recbole_trsr.summarize.engines import RayEngine
+from recbole_trsr.summarize.field_counts import FieldCountSummaries
 from recbole_trsr.summarize.segment import summary_block_count
 from recbole_trsr.summarize.store import SummaryStore
 from recbole_trsr.summarize.summarizer import Summarizer
@@ -80,7 +81,7 @@ def summarizer_settings(config, backbone_identity):
 
 def precompute_summaries(config, backbone, item_text, dataset, generate=None):
     """Generate (or resume) every summary ``dataset``'s examples need; return a :class:`SummaryLookup`
-    (:class:`NoSummaries` for ``summary_paradigm: none``)."""
+    (:class:`NoSummaries` for ``summary_paradigm: none``, :class:`FieldCountSummaries` for ``field_counts``)."""
     if config["summary_paradigm"] == "none":
         logger.info("summary_paradigm: none: no summaries (the prompt shows the recent items only)")
         return NoSummaries()
@@ -88,6 +89,8 @@ def precompute_summaries(config, backbone, item_text, dataset, generate=None):
         # Summaries nobody reads would cost the summarizer's whole run.
         raise ValueError(f"summary_paradigm: {config['summary_paradigm']} but prompt_template has no {{summary}}"
                          " slot: add one, or set summary_paradigm: none")
+    if config["summary_paradigm"] == "field_counts":
+        return FieldCountSummaries(dataset, config["summary_count_field"], config["recent_items"], config["block_size"])
     with main_process_first():  # rank 0 generates and writes; the other ranks then only read the store
         return _precompute(config, backbone, item_text, dataset, generate)
 

@@ -1,6 +1,8 @@
 """DELRec (Zhang et al., arXiv 2406.11156): distil a conventional SR model's patterns into soft
 prompts, then fine-tune the LLM with AdaLoRA to recommend with them."""
+import logging
 import math
+import warnings
 
 import torch
 from peft import AdaLoraConfig, get_peft_model
@@ -16,6 +18,8 @@ from recbole_trsr.model.retriever import rerank_top_m
 from recbole_trsr.prompt import PromptBuilder
 
 ADAPTER_MARKERS = ("lora_", "ranknum")
+
+logger = logging.getLogger(__name__)
 
 
 class DELRec(OwnWeightsCheckpointMixin, SequentialRecommender):
@@ -194,5 +198,15 @@ class DELRec(OwnWeightsCheckpointMixin, SequentialRecommender):
 
     def save_adapter(self, folder):
         """The AdaLoRA adapter as a peft folder, and the soft prompt beside it."""
-        self.llm.save_pretrained(folder)
+        ranks = self.llm.peft_config["default"].rank_pattern or {}
+        pruned = sum(not any(keep) for keep in ranks.values())
+        with warnings.catch_warnings():
+            # A module AdaLoRA pruned to rank 0 is saved as zero-sized tensors, which peft takes for
+            # ungathered ZeRO-3/FSDP shards. They are not (the folder reloads, tests/test_delrec.py):
+            # the warning would mislead, so it is replaced by the count below.
+            warnings.filterwarnings("ignore", message=r".*LoRA tensor\(s\) have invalid shape")
+            self.llm.save_pretrained(folder)
+        if pruned:
+            logger.info("AdaLoRA adapter: %d of %d adapted modules were pruned to rank 0 (saved empty)",
+                        pruned, len(ranks))
         self.save_soft_prompt(f"{folder}/soft_prompt.safetensors")

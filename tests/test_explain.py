@@ -54,3 +54,12 @@ def test_explain_recurrent_summaries_without_a_checkpoint(data_root, tmp_path, t
     assert [s["blocks"] for s in e["summaries"]] == [[0, j + 1] for j in range(m)]  # one step per block
     assert [s["root"] for s in e["summaries"]] == [False] * (m - 1) + [True]
     assert "candidates" not in e
+
+
+def test_explain_shows_a_field_counts_summary(data_root, tmp_path, tiny_llm):
+    from recbole_trsr.explain import format_explanation
+
+    config = llm_config(data_root, tmp_path, tiny_llm, summary_paradigm="field_counts", summary_count_field="class")
+    e = explain_user(first_user(config), DATASET, config_dict=config)
+    assert e["summaries"] == [] and e["summary"].startswith(f"class of the {len(e['blocks']) * 4} earlier items")
+    assert f"[field_counts] the summary in the prompt:\n  {e['summary']}" in format_explanation(e)

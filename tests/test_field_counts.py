@@ -34,7 +34,7 @@ def test_counts_cover_only_the_blocks_before_the_recent_window(data_root, tmp_pa
     assert list(map(int, listed.values())) == sorted(expected.values(), reverse=True)
     # the items of the recent window do not count: positions 11-14 all read blocks 0-1; 15 reads a third
     assert lookup.text(user, 11) == text and lookup.text(user, 15).startswith("class of the 12 earlier items")
-    assert lookup.text(user, 6) == ""  # no complete block before the window
+    assert lookup.text(user, 6) == "" and lookup.blocks_covered(6) == 0  # no complete block before the window
     # and the prompt the recommender reads holds it
     prefix, _ = model.prompts.build(text, histories.items_before(user, 14)[8:], [1])
     assert "earlier items, most frequent first" in model.prompts.tokenizer.decode(prefix)

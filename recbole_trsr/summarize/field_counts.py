@@ -43,8 +43,11 @@ class FieldCountSummaries:
         logger.info("field_counts summaries of %r: %d of %d items have no value and add nothing to a count",
                     field, self.items_without_value, len(self.item_values) - 1)
 
+    def blocks_covered(self, position):
+        return summary_block_count(position, self.recent_items, self.block_size)
+
     def text(self, user, position):
-        n = summary_block_count(position, self.recent_items, self.block_size) * self.block_size
+        n = self.blocks_covered(position) * self.block_size
         if n == 0:
             return ""
         items = self.histories.items_before(user, n).tolist()

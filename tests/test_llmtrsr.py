@@ -195,6 +195,35 @@ def test_block_prompts_get_their_own_item_budget(data_root, tmp_path, tiny_llm, 
         CutItemTexts(tok, ["", "a b c"], -4)
 
 
+def test_block_prompts_show_their_own_item_fields(data_root, tmp_path, tiny_llm, monkeypatch):
+    import recbole_trsr.summarize.pipeline as pipeline
+
+    shown = []
+
+    def recording_engine(config, backbone):
+        def generate(prompts):
+            shown.extend(prompts)
+            return ["likes these"] * len(prompts)
+        return generate
+
+    monkeypatch.setattr(pipeline, "summary_engine", recording_engine)
+    config = TRSRConfig("LLMTRSR", DATASET, config_dict=llm_config(data_root, tmp_path, tiny_llm,
+                                                                   summary_item_fields=["class"]))
+    dataset = create_dataset(config)
+    train, _, _ = data_preparation(config, dataset)
+    model = LLMTRSR(config, train._dataset)
+    genres = {"Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama", "Fantasy",
+              "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western", "unknown"}
+    block_lines = [line[2:] for p in shown if p.startswith("A user interacted") for line in p.splitlines()
+                   if line.startswith("- ")]
+    assert block_lines and all(set(line.split()) <= genres for line in block_lines)  # genres, no title
+    recent = model.prompts.build("s", [1], [2])[0]
+    assert "(class: " in model.prompts.tokenizer.decode(recent)  # the recommender still reads "title (class: ...)"
+    settings = [pipeline.summarizer_settings(dict(config.final_config_dict, summary_item_fields=f), "x")
+                for f in (None, ["class"])]
+    assert settings[0] != settings[1] and "item_fields" not in settings[0]
+
+
 def test_end_to_end_run_sampled_and_full(data_root, tmp_path, tiny_llm):
     result = run("LLMTRSR", DATASET, config_dict=llm_config(data_root, tmp_path, tiny_llm))
     for metric in ("recall@10", "mrr@10", "ndcg@10"):

@@ -63,8 +63,12 @@ class LLMTRSR(OwnWeightsCheckpointMixin, SequentialRecommender):
             candidate_notes=notes,
         )
         block_item_text, self.block_item_texts_cut = self.prompts.item_text, 0
-        if config["summary_item_max_tokens"]:
-            block_item_text = CutItemTexts(backbone.tokenizer, item_texts.texts, config["summary_item_max_tokens"])
+        if config["summary_item_max_tokens"] or config["summary_item_fields"]:
+            block_texts = item_texts.texts
+            if config["summary_item_fields"]:
+                block_texts = ItemTextTable.from_dataset(dataset, fields=config["summary_item_fields"]).texts
+            block_item_text = CutItemTexts(backbone.tokenizer, block_texts,
+                                           config["summary_item_max_tokens"] or config["item_max_tokens"])
             self.block_item_texts_cut = block_item_text.n_cut
         self.summaries = precompute_summaries(config, backbone, block_item_text, dataset)
 

@@ -65,7 +65,7 @@ def needed_positions(dataset):
 
 
 def summarizer_settings(config, backbone_identity):
-    return {
+    settings = {
         "version": STORE_VERSION,
         "llm": backbone_identity,
         "paradigm": config["summary_paradigm"],
@@ -77,6 +77,9 @@ def summarizer_settings(config, backbone_identity):
         "item_max_tokens": config["summary_item_max_tokens"] or config["item_max_tokens"],  # what blocks show
         "chat_template": config["use_chat_template"],
     }
+    if config["summary_item_fields"]:  # only when set, so the stores made before the key existed still match
+        settings["item_fields"] = list(config["summary_item_fields"])
+    return settings
 
 
 def precompute_summaries(config, backbone, item_text, dataset, generate=None):

@@ -163,7 +163,9 @@ def test_summaries_never_see_the_target_or_later_items(data_root, tmp_path, tiny
     assert checked > 100 and nonempty > checked // 2
 
 
-def test_block_prompts_get_their_own_item_budget(data_root, tmp_path, tiny_llm, monkeypatch):
+def _block_lines_shown(data_root, tmp_path, tiny_llm, monkeypatch, **overrides):
+    """Build LLMTRSR with a summarizer that records its prompts: (model, config, the items' lines of
+    every block prompt, as the summarizer was shown them)."""
     from recbole_trsr.summarize import pipeline
     shown = []
 
@@ -174,14 +176,20 @@ def test_block_prompts_get_their_own_item_budget(data_root, tmp_path, tiny_llm, 
         return generate
 
     monkeypatch.setattr(pipeline, "summary_engine", recording_engine)
-    config = TRSRConfig("LLMTRSR", DATASET, config_dict=llm_config(
-        data_root, tmp_path, tiny_llm, item_max_tokens=3, summary_item_max_tokens=12))
+    config = TRSRConfig("LLMTRSR", DATASET, config_dict=llm_config(data_root, tmp_path, tiny_llm, **overrides))
     dataset = create_dataset(config)
     train, _, _ = data_preparation(config, dataset)
     model = LLMTRSR(config, train._dataset)
+    lines = [line[2:] for p in shown if p.startswith("A user interacted") for line in p.splitlines()
+             if line.startswith("- ")]
+    return model, config, lines
+
+
+def test_block_prompts_get_their_own_item_budget(data_root, tmp_path, tiny_llm, monkeypatch):
+    from recbole_trsr.summarize import pipeline
+    model, config, block_lines = _block_lines_shown(data_root, tmp_path, tiny_llm, monkeypatch,
+                                                    item_max_tokens=3, summary_item_max_tokens=12)
     tok = model.prompts.tokenizer
-    block_lines = [line[2:] for p in shown if p.startswith("A user interacted") for line in p.splitlines()
-                   if line.startswith("- ")]
     lengths = [len(tok(line, add_special_tokens=False)["input_ids"]) for line in block_lines]
     assert block_lines and max(lengths) > 3 + 1  # more of an item than the recommender's prompt shows
     assert all(n <= 12 + 1 for n in lengths)  # re-tokenizing decoded text may merge or split one token
@@ -196,26 +204,11 @@ def test_block_prompts_get_their_own_item_budget(data_root, tmp_path, tiny_llm, 
 
 
 def test_block_prompts_show_their_own_item_fields(data_root, tmp_path, tiny_llm, monkeypatch):
-    import recbole_trsr.summarize.pipeline as pipeline
-
-    shown = []
-
-    def recording_engine(config, backbone):
-        def generate(prompts):
-            shown.extend(prompts)
-            return ["likes these"] * len(prompts)
-        return generate
-
-    monkeypatch.setattr(pipeline, "summary_engine", recording_engine)
-    config = TRSRConfig("LLMTRSR", DATASET, config_dict=llm_config(data_root, tmp_path, tiny_llm,
-                                                                   summary_item_fields=["class"]))
-    dataset = create_dataset(config)
-    train, _, _ = data_preparation(config, dataset)
-    model = LLMTRSR(config, train._dataset)
+    from recbole_trsr.summarize import pipeline
+    model, config, block_lines = _block_lines_shown(data_root, tmp_path, tiny_llm, monkeypatch,
+                                                    summary_item_fields=["class"])
     genres = {"Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama", "Fantasy",
               "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western", "unknown"}
-    block_lines = [line[2:] for p in shown if p.startswith("A user interacted") for line in p.splitlines()
-                   if line.startswith("- ")]
     assert block_lines and all(set(line.split()) <= genres for line in block_lines)  # genres, no title
     recent = model.prompts.build("s", [1], [2])[0]
     assert "(class: " in model.prompts.tokenizer.decode(recent)  # the recommender still reads "title (class: ...)"

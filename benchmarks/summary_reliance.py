@@ -40,8 +40,9 @@ def replaced_outcomes(saved, dataset, split):
     out = {}
     for replacement in REPLACEMENTS:
         net.summaries = ReplacedSummaries(own, positions, replacement)
-        # A journal of its own: the evaluation journal is named by the weights alone, and these are the
-        # row's weights with other prompts (a killed run must not resume from another replacement's scores).
+        # A journal of its own: the evaluation journal is named by the weights and the config's settings,
+        # and these are the row's weights and settings with other summaries (a killed run must not resume
+        # from another replacement's scores).
         config["checkpoint_dir"] = str(saved_dir / "summary-reliance" / replacement)
         started = time.perf_counter()
         out[replacement] = dict(evaluate_weights(config, net, data, saved["checkpoint"]),

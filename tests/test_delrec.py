@@ -36,7 +36,7 @@ def _snapshot(model):
     return {n: p.detach().clone() for n, p in model.named_parameters()}
 
 
-def _steps(model, batch, loss_fn, n=4, lr=0.05):
+def _steps(model, batch, loss_fn, n=4, lr=0.05, after_step=None):
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
     losses = []
     for _ in range(n):
@@ -44,6 +44,8 @@ def _steps(model, batch, loss_fn, n=4, lr=0.05):
         opt.zero_grad()
         loss.backward()
         opt.step()
+        if after_step:
+            after_step()
         losses.append(loss.item())
     return losses
 
@@ -156,13 +158,8 @@ def test_adapter_folder_reloads_with_plain_peft(built, tmp_path, tiny_llm):
 
     _, model, train, _ = built
     model.set_stage("recommend")
-    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=0.05)
-    for _ in range(3):  # AdaLoRA's budget update runs after each step, as in the trainer
-        loss = model.calculate_loss(next(iter(train)))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        model.after_optimizer_step()
+    # AdaLoRA's budget update runs after each step, as in the trainer
+    _steps(model, next(iter(train)), model.calculate_loss, n=3, after_step=model.after_optimizer_step)
     model.eval()
     ranks = model.llm.peft_config["default"].rank_pattern
     assert ranks and not all(all(keep) for keep in ranks.values())  # the budget pruned some ranks

@@ -73,7 +73,7 @@ def test_loss_falls_and_only_lora_trains(data_root, tmp_path, tiny_llm):
     opt = torch.optim.Adam(trainable, lr=0.02)
     losses = []
     for _ in range(20):
-        model.rng = np.random.default_rng(0)  # same negatives every step
+        model.negatives.rng = np.random.default_rng(0)  # same negatives every step
         loss = model.calculate_loss(batch)
         opt.zero_grad()
         loss.backward()
@@ -83,6 +83,14 @@ def test_loss_falls_and_only_lora_trains(data_root, tmp_path, tiny_llm):
     for n, p in model.named_parameters():
         if n in frozen:
             assert torch.equal(p, frozen[n])
+
+
+def test_popular_negatives_are_part_of_neg_num(data_root, tmp_path, tiny_llm):
+    with pytest.raises(ValueError, match="neg_popular_num=3 must be between 0 and neg_num=2"):
+        _build(data_root, tmp_path, tiny_llm, neg_num=2, neg_popular_num=3)
+    _, model, train, _, _ = _build(data_root, tmp_path, tiny_llm, neg_num=3, neg_popular_num=2)
+    assert (model.negatives.uniform, model.negatives.popular) == (1, 2)
+    assert torch.isfinite(model.calculate_loss(next(iter(train))))
 
 
 def test_predict_one_finite_score_per_pair(built):

@@ -1,5 +1,4 @@
 """LLM-TRSR (Zheng et al., WWW 2024): block summaries + a LoRA-tuned LLM answering Yes/No."""
-import numpy as np
 import torch
 import torch.nn.functional as F
 from peft import LoraConfig, get_peft_model
@@ -8,6 +7,7 @@ from recbole.utils import InputType
 
 from recbole_trsr.data import HISTORY_POSITION_FIELD, ItemTextTable
 from recbole_trsr.data.item_text import popularity_levels
+from recbole_trsr.data.negatives import TrainingNegatives
 from recbole_trsr.llm.backbone import load_backbone
 from recbole_trsr.llm.scoring import AnswerScorer, Group
 from recbole_trsr.model.own_weights import OwnWeightsCheckpointMixin
@@ -46,9 +46,13 @@ class LLMTRSR(OwnWeightsCheckpointMixin, SequentialRecommender):
         self.recent_items = config["recent_items"]
         self.block_size = config["block_size"]
         self.neg_num = config["neg_num"]
+        neg_popular_num = config["neg_popular_num"] or 0
+        if not 0 <= neg_popular_num <= self.neg_num:
+            raise ValueError(f"neg_popular_num={neg_popular_num} must be between 0 and neg_num={self.neg_num}")
         self.full_sort_top_m = config["full_sort_top_m"]
         self.histories = dataset.user_histories
-        self.rng = np.random.default_rng(config["seed"])
+        self.negatives = TrainingNegatives(self.n_items, dataset.train_item_users, self.neg_num - neg_popular_num,
+                                           neg_popular_num, config["seed"])
 
         backbone = load_backbone(config["llm_path"], config["trsr_cache_dir"], config["llm_dtype"], config["device"])
         item_texts = ItemTextTable.from_dataset(dataset)
@@ -91,24 +95,19 @@ class LLMTRSR(OwnWeightsCheckpointMixin, SequentialRecommender):
         prefix, suffixes = self.prompts.build(self.summaries.text(user, position), recent, candidates)
         return Group(prefix, suffixes)
 
-    def _sample_negatives(self, user, position, n):
+    def _sample_negatives(self, user, position):
         # Only what the user had seen up to this target: excluding later items (the valid and test
         # targets among them) would tell training which items the user picks in the future.
-        seen = set(self.histories.items_before(user, position + 1).tolist())
-        if len(seen) >= self.n_items - 1:
-            raise ValueError(f"user {user} interacted with every item: no negative to sample")
-        negatives = []
-        while len(negatives) < n:
-            item = int(self.rng.integers(1, self.n_items))
-            if item not in seen:
-                negatives.append(item)
-        return negatives
+        try:
+            return self.negatives.draw(set(self.histories.items_before(user, position + 1).tolist()))
+        except ValueError as e:
+            raise ValueError(f"user {user}: {e}") from e
 
     def calculate_loss(self, interaction):
         users = interaction[self.USER_ID].tolist()
         positions = interaction[HISTORY_POSITION_FIELD].long().tolist()
         targets = interaction[self.POS_ITEM_ID].tolist()
-        groups = [self._group(u, p, [t] + self._sample_negatives(u, p, self.neg_num))
+        groups = [self._group(u, p, [t] + self._sample_negatives(u, p))
                   for u, p, t in zip(users, positions, targets)]
         logits = self.scorer.vocab_logits(groups)
         labels = torch.tensor([self.yes_id] + [self.no_id] * self.neg_num, device=logits.device).repeat(len(groups))

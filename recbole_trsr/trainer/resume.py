@@ -158,6 +158,10 @@ def restore_rng(model, state):
     p = state["python"]
     random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
     generators = model_generators(model)
+    unknown = sorted(set(state["model"]) - set(generators))
+    if unknown:
+        raise ValueError(f"the resume state holds random generator(s) {unknown} that this model does not have "
+                         f"(it has {sorted(generators)}): it was written by another version of the model")
     for name, text in state["model"].items():
         generators[name].bit_generator.state = _literal(text)
     if "cuda" in state and torch.cuda.is_available():
@@ -165,8 +169,15 @@ def restore_rng(model, state):
 
 
 def model_generators(model):
-    """The model's own numpy generators (attributes holding a ``np.random.Generator``), by attribute name."""
-    return {name: g for name, g in vars(model).items() if isinstance(g, np.random.Generator)}
+    """The model's own numpy generators by attribute path: attributes holding a ``np.random.Generator``,
+    and those of its plain helper objects one level down (e.g. LLMTRSR's ``negatives.rng``)."""
+    found = {}
+    for name, value in vars(model).items():
+        if isinstance(value, np.random.Generator):
+            found[name] = value
+        elif not isinstance(value, torch.nn.Module) and hasattr(value, "__dict__"):
+            found.update({f"{name}.{sub}": g for sub, g in vars(value).items() if isinstance(g, np.random.Generator)})
+    return found
 
 
 def _literal(text):

@@ -38,7 +38,7 @@ class PerUserRecorder:
                 row_idx = batched_data[1].cpu()
                 row_users = torch.zeros(n_rows, dtype=users.dtype).index_copy_(0, row_idx, users)
                 items = interaction[self.trainer.config["ITEM_ID_FIELD"]].cpu()
-                self.candidates += [_fingerprint(items[row_idx == r]) for r in range(n_rows)]
+                self.candidates += [candidate_fingerprint(items[row_idx == r]) for r in range(n_rows)]
             else:
                 row_users = users
                 self.candidates += [""] * n_rows
@@ -56,6 +56,7 @@ class PerUserRecorder:
         return {"users": list(self.users), "ranks": list(self.ranks), "candidates": list(self.candidates), "k": self.k}
 
 
-def _fingerprint(items):
+def candidate_fingerprint(items):
+    """A short hash of one user's candidate items (a 1-d tensor, positive included)."""
     # Negatives are drawn with replacement (RecBole's uniform sampler), so the multiset is hashed.
     return hashlib.sha1(np.sort(items.numpy()).astype(np.int64).tobytes()).hexdigest()[:16]

@@ -1,0 +1,177 @@
+"""What the older history can tell a reader of item genres, release years and co-occurrences (issue #20):
+a logistic reader of popularity and of the candidate's affinity to the recent window and to the summarized
+blocks, on a quality profile's validation (or test) users and candidates.
+
+    python benchmarks/history_signal.py benchmarks/profiles/ml-100k-plot.yaml \
+        --row LLMTRSR-hierarchical-targets5 [--split valid] [--record]
+
+The row gives the segmentation (``block_size``, ``recent_items``) and the training examples (its
+``train_targets_per_user``); the reader is fitted on those examples, each with ``--negatives``
+uniformly drawn unseen items, and ranks the split's candidates, which are checked against the row's
+own evaluation (candidate fingerprints in its JSON). Features and reader:
+:mod:`recbole_trsr.evaluation.history_signal`.
+"""
+import argparse
+import json
+import logging
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from recbole.data import data_preparation
+
+from common import RESULTS, machine
+
+from recbole_trsr.config import TRSRConfig
+from recbole_trsr.data import HISTORY_POSITION_FIELD, create_dataset
+from recbole_trsr.evaluation import bootstrap_ci, fix_eval_candidates, paired_bootstrap, per_user_metrics
+from recbole_trsr.evaluation.history_signal import (FeatureReader, ItemSignals, cooccurrence, example_features,
+                                                    target_rank)
+from recbole_trsr.evaluation.per_user import candidate_fingerprint
+
+RECENT = ["recent_genre", "recent_year", "recent_cooc"]
+OLDER = ["older_genre", "older_year", "older_cooc"]
+BASE = "popularity + recent window"
+READERS = {"popularity": ["popularity"], BASE: ["popularity"] + RECENT,
+           "+ older genres": ["popularity"] + RECENT + ["older_genre"],
+           "+ older years": ["popularity"] + RECENT + ["older_year"],
+           "+ older co-occurrence": ["popularity"] + RECENT + ["older_cooc"],
+           "+ older genres, years, co-occurrence": ["popularity"] + RECENT + OLDER,
+           "popularity + older items only": ["popularity"] + OLDER}
+
+
+def item_columns(data, item_file, fields):
+    """For each of ``fields``: internal item id -> that column's text ("" without a row)."""
+    with open(item_file, encoding="utf-8") as f:
+        header = [h.split(":")[0] for h in f.readline().rstrip("\n").split("\t")]
+        missing = [field for field in fields if field not in header]
+        if missing:
+            raise SystemExit(f"{item_file} has no column(s) {missing} (columns: {header})")
+        rows = {row[0]: row for row in (line.rstrip("\n").split("\t") for line in f) if len(row) == len(header)}
+    raw_ids = [str(raw) for raw in data.field2id_token[data.iid_field]]
+    return [[rows[raw][header.index(field)] if raw in rows else "" for raw in raw_ids] for field in fields]
+
+
+def release_year(title):
+    """The year in a MovieLens title's trailing "(1995)", or nan."""
+    found = re.search(r"\((\d{4})\)\s*$", title)
+    return float(found.group(1)) if found else float("nan")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("profile")
+    parser.add_argument("--row", required=True, help="the LLMTRSR row whose segmentation and training examples are used")
+    parser.add_argument("--split", default="valid", choices=("valid", "test"))
+    parser.add_argument("--negatives", type=int, default=20, help="uniform negatives per training example")
+    parser.add_argument("--genre_field", default="genre", help="the item field (token_seq) holding genres")
+    parser.add_argument("--title_field", default="title", help="the item field whose trailing (YYYY) is the year")
+    parser.add_argument("--record", action="store_true", help="append the table to benchmarks/RESULTS.md")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    profile = yaml.safe_load(Path(args.profile).read_text())
+    rows = {r["name"]: r for r in profile["rows"]}
+    if args.row not in rows:
+        raise SystemExit(f"unknown row {args.row!r}; the profile has {sorted(rows)}")
+    config = dict(profile.get("config") or {}, **(rows[args.row].get("config") or {}))
+    config.update(dataset=profile["dataset"], data_path=config.get("data_path", profile["data_path"]))
+    config = TRSRConfig("LLMTRSR", config["dataset"], None, config)
+    data = create_dataset(config)
+    train_data, valid_data, test_data = data_preparation(config, data)
+    fix_eval_candidates(config["seed"], valid_data, test_data, seen_items=getattr(data, "seen_items", None))
+    train = train_data._dataset
+    histories, item_users = train.user_histories, train.train_item_users
+    genre_text, titles = item_columns(train, Path(config["data_path"]) / f"{config['dataset']}.item",
+                                      [args.genre_field, args.title_field])
+    users = train.inter_feat[train.uid_field].tolist()
+    positions = train.inter_feat[HISTORY_POSITION_FIELD].long().tolist()
+    first_example = {}
+    for user, position in zip(users, positions):
+        first_example[user] = min(position, first_example.get(user, position))
+    # Co-occurrences only from what precedes every example a user has (training and evaluation alike).
+    cooc = cooccurrence([histories.items_before(u, p).tolist() for u, p in first_example.items()], train.item_num)
+    signals = ItemSignals([set(g.split()) for g in genre_text], [release_year(t) for t in titles], item_users, cooc)
+    seg = dict(signals=signals, recent_items=config["recent_items"], block_size=config["block_size"])
+
+    rng = np.random.default_rng(config["seed"])
+    x_train, y_train = [], []
+    for user, position in zip(users, positions):
+        items = histories.items_before(user, histories.length(user)).tolist()
+        seen = set(items[:position + 1])
+        negatives = []
+        while len(negatives) < args.negatives:
+            item = int(rng.integers(1, train.item_num))
+            if item not in seen:
+                negatives.append(item)
+        x_train.append(example_features(items, position, [items[position]] + negatives, **seg))
+        y_train += [1] + [0] * args.negatives
+    x_train = np.vstack(x_train)
+
+    loader = valid_data if args.split == "valid" else test_data
+    candidates = {}
+    for batch in loader:
+        interaction = batch[0]
+        for u, i in zip(interaction[train.uid_field].tolist(), interaction[train.iid_field].tolist()):
+            candidates.setdefault(u, []).append(i)
+    examples, fingerprints = [], {}
+    for user, items_c in sorted(candidates.items()):
+        positions_u = train.eval_positions[user]
+        position = min(positions_u) if args.split == "valid" else max(positions_u)
+        items = histories.items_before(user, histories.length(user)).tolist()
+        target = items[position]
+        others = list(items_c)
+        others.remove(target)
+        fingerprints[user] = candidate_fingerprint(torch.tensor(items_c))
+        examples.append(example_features(items, position, [target] + others, **seg))
+    _check_candidates(args, profile, fingerprints)
+
+    ranks = {}
+    for name, features in READERS.items():
+        reader = FeatureReader(features).fit(x_train, y_train)
+        ranks[name] = np.array([target_rank(reader.score(x)) for x in examples])
+    ndcg = {name: per_user_metrics(r, [10])["ndcg@10"] for name, r in ranks.items()}
+    base = ndcg[BASE]
+    lines = [f"| reader ({len(examples)} {args.split} users) | NDCG@10 | difference from {BASE} |",
+             "|---|---|---|"]
+    for name, values in ndcg.items():
+        m, lo, hi = bootstrap_ci(values)
+        diff = "" if values is base else "{:+.3f} [{:+.3f}, {:+.3f}]".format(*paired_bootstrap(values, base)[:3])
+        lines.append(f"| {name} | {m:.3f} [{lo:.3f}, {hi:.3f}] | {diff} |")
+    table = "\n".join(lines)
+    print(table)
+    if args.record:
+        stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        command = f"python benchmarks/history_signal.py {args.profile} --row {args.row} --split {args.split}"
+        with open(RESULTS, "a", encoding="utf-8") as f:
+            f.write(f"\n## What the older history tells a reader of genres, years and co-occurrence: {profile.get('title', profile['dataset'])} "
+                    f"({stamp})\n\nCommand: `{command}`  \nMachine: {machine()}\n\n"
+                    f"A logistic reader (recbole_trsr/evaluation/history_signal.py) fitted on {len(x_train) // (args.negatives + 1)} "
+                    f"training examples of {args.row} ({args.negatives} uniform negatives each), ranking the row's own "
+                    "candidates; 95% bootstrap CIs over users, paired differences.\n\n" + table + "\n")
+
+
+def _check_candidates(args, profile, fingerprints):
+    """The candidates must be the ones the row was evaluated on (its JSON's per-user fingerprints)."""
+    path = Path(__file__).parent / "quality" / Path(args.profile).stem / f"{args.row}.json"
+    if not path.exists():
+        logging.warning("%s not found: candidates not checked against the row's evaluation", path)
+        return
+    saved = json.loads(path.read_text())
+    per_user = saved["valid"]["per_user"] if args.split == "valid" and "valid" in saved else (
+        saved["per_user"] if args.split == "test" else None)
+    if per_user is None:
+        logging.warning("%s has no %s evaluation: candidates not checked", path, args.split)
+        return
+    theirs = dict(zip(per_user["users"], per_user["candidates"]))
+    mismatched = [u for u, f in fingerprints.items() if theirs.get(u) != f]
+    if mismatched or set(theirs) != set(fingerprints):
+        raise SystemExit(f"candidates differ from {path.name}'s evaluation for {len(mismatched)} users "
+                         f"({len(set(theirs) ^ set(fingerprints))} users in one only)")
+    print(f"candidates match {path.name}'s {args.split} evaluation for all {len(fingerprints)} users")
+
+
+if __name__ == "__main__":
+    main()

@@ -129,6 +129,7 @@ def test_items_without_text_fall_back_and_are_counted(tmp_path):
     table = ItemTextTable.from_file(item_file, ["[PAD]", "1", "2", "3", "4"], ["title"])
     assert table.texts == ["", "Alpha Movie", "item 2", "item 3", "item 4"]
     assert table.n_fallback == 3 and table.n_malformed_rows == 1
+    assert table.fallback_ids == {2, 3, 4}
 
 
 def test_history_position_is_the_targets_absolute_index(data_root, tmp_path):

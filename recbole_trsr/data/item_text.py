@@ -17,13 +17,17 @@ class ItemTextTable:
     fields are joined as ``"first value (field2: value2; field3: value3)"``, or by
     ``item_text_format`` (a ``str.format`` template over the field names) when set. An item
     with no row or only empty fields gets the fallback ``"item <raw id>"``; such items are
-    counted in :attr:`n_fallback` and logged.
+    listed in :attr:`fallback_ids`, counted in :attr:`n_fallback` and logged.
     """
 
-    def __init__(self, texts, n_fallback=0, n_malformed_rows=0):
+    def __init__(self, texts, fallback_ids=(), n_malformed_rows=0):
         self.texts = list(texts)
-        self.n_fallback = n_fallback
+        self.fallback_ids = frozenset(int(i) for i in fallback_ids)
         self.n_malformed_rows = n_malformed_rows
+
+    @property
+    def n_fallback(self):
+        return len(self.fallback_ids)
 
     def __len__(self):
         return len(self.texts)
@@ -72,19 +76,19 @@ class ItemTextTable:
                     continue
                 values = {fld: _clean(row[col[fld]], types[fld], seq_separator) for fld in fields}
                 by_raw_id[row[col[id_field]]] = values
-        texts, n_fallback = [""], 0
-        for raw in list(raw_tokens)[1:]:
+        texts, fallback_ids = [""], []
+        for item_id, raw in enumerate(list(raw_tokens)[1:], start=1):
             text = _render(by_raw_id.get(raw), fields, text_format)
             if not text:
-                n_fallback += 1
+                fallback_ids.append(item_id)
                 text = f"item {raw}"
             texts.append(text)
-        if n_fallback:
+        if fallback_ids:
             logger.warning("item text: %d of %d items have no text in %s and use the fallback 'item <id>'",
-                           n_fallback, len(texts) - 1, path)
+                           len(fallback_ids), len(texts) - 1, path)
         if malformed:
             logger.warning("item text: %d malformed rows in %s were skipped", malformed, path)
-        return cls(texts, n_fallback, malformed)
+        return cls(texts, fallback_ids, malformed)
 
 
 #: Words for an item's training popularity, from its percentile among all items (ties share one).

@@ -34,9 +34,7 @@ class FieldCountSummaries:
         self.histories = dataset.user_histories
         self.recent_items, self.block_size = int(recent_items), int(block_size)
         table = ItemTextTable.from_dataset(dataset, fields=[field], text_format="{%s}" % field)
-        raw_ids = dataset.field2id_token[dataset.iid_field]
-        # ItemTextTable gives an item without a value the text "item <raw id>" (counted): it counts nothing here
-        self.item_values = [[] if i == 0 or text == f"item {raw_ids[i]}" else
+        self.item_values = [[] if i == 0 or i in table.fallback_ids else
                             (text.split() if types[field].endswith("_seq") else [text])
                             for i, text in enumerate(table.texts)]
         self.items_without_value = table.n_fallback

@@ -28,9 +28,9 @@ from common import RESULTS, machine
 from recbole_trsr.config import TRSRConfig
 from recbole_trsr.data import HISTORY_POSITION_FIELD, create_dataset
 from recbole_trsr.evaluation import bootstrap_ci, fix_eval_candidates, paired_bootstrap, per_user_metrics
-from recbole_trsr.evaluation.history_signal import (FeatureReader, ItemSignals, cooccurrence, example_features,
-                                                    target_rank)
+from recbole_trsr.evaluation.history_signal import FeatureReader, ItemSignals, example_features, target_rank
 from recbole_trsr.evaluation.per_user import candidate_fingerprint
+from recbole_trsr.summarize.co_watched import item_cosine
 
 RECENT = ["recent_genre", "recent_year", "recent_cooc"]
 OLDER = ["older_genre", "older_year", "older_cooc"]
@@ -92,7 +92,7 @@ def main():
     for user, position in zip(users, positions):
         first_example[user] = min(position, first_example.get(user, position))
     # Co-occurrences only from what precedes every example a user has (training and evaluation alike).
-    cooc = cooccurrence([histories.items_before(u, p).tolist() for u, p in first_example.items()], train.item_num)
+    cooc = item_cosine([histories.items_before(u, p).tolist() for u, p in first_example.items()], train.item_num)
     signals = ItemSignals([set(g.split()) for g in genre_text], [release_year(t) for t in titles], item_users, cooc)
     seg = dict(signals=signals, recent_items=config["recent_items"], block_size=config["block_size"])
 

@@ -2,21 +2,14 @@
 import numpy as np
 import pytest
 
-from recbole_trsr.evaluation.history_signal import (FEATURES, FeatureReader, ItemSignals, cooccurrence,
-                                                    example_features, target_rank)
-
-
-def test_cooccurrence_is_cosine_over_users_with_a_zero_diagonal():
-    sim = cooccurrence([[1, 2], [1, 2, 3], [3]], n_items=4)
-    assert sim[1, 2] == pytest.approx(1.0) and sim[1, 1] == 0.0
-    assert sim[1, 3] == pytest.approx(1 / 2)        # 1 shared user of 2 and 2
-    assert sim[0].sum() == 0.0                      # the padding id has no users
+from recbole_trsr.evaluation.history_signal import FEATURES, FeatureReader, ItemSignals, example_features, target_rank
+from recbole_trsr.summarize.co_watched import item_cosine
 
 
 def _signals(n_items=12):
     genres = [set()] + [{"A"} if i % 2 else {"B"} for i in range(1, n_items)]
     years = [np.nan] + [1990.0 + i for i in range(1, n_items)]
-    return ItemSignals(genres, years, np.arange(n_items), cooccurrence([list(range(1, n_items))], n_items))
+    return ItemSignals(genres, years, np.arange(n_items), item_cosine([list(range(1, n_items))], n_items))
 
 
 def test_features_read_only_items_before_the_example():

@@ -10,7 +10,8 @@ example covers (``older_*``: the complete blocks before the recent window,
 - ``genre``: the mean, over ``c``'s genres, of the share of context items that have the genre;
 - ``year``: minus the distance in decades between ``c``'s release year and the context's median one;
 - ``cooc``: the mean cosine similarity of ``c`` to the context items over users' co-occurrences
-  (:func:`cooccurrence`, built from interactions that precede every example it is used on).
+  (:func:`~recbole_trsr.summarize.co_watched.item_cosine`, built from interactions that precede
+  every example it is used on).
 
 A logistic regression over a set of features is fitted on training examples and ranks the evaluation
 candidates. Two feature sets compared on the same users (paired bootstrap) tell whether the older
@@ -32,19 +33,6 @@ class ItemSignals:
     def __init__(self, genres, years, item_users, cooc):
         self.genres, self.years = genres, np.asarray(years, dtype=np.float64)
         self.item_users, self.cooc = np.asarray(item_users), cooc
-
-
-def cooccurrence(user_items, n_items):
-    """Cosine similarity of items over the users that have them (``user_items``: one item list per
-    user), with a zero diagonal."""
-    x = np.zeros((len(user_items), n_items), dtype=np.float32)
-    for row, items in enumerate(user_items):
-        x[row, list(items)] = 1.0
-    norms = np.sqrt(x.sum(axis=0))
-    norms[norms == 0] = 1.0
-    sim = (x.T @ x) / norms[:, None] / norms[None, :]
-    np.fill_diagonal(sim, 0.0)
-    return sim
 
 
 def genre_affinity(candidate_genres, context_genres):

@@ -4,6 +4,7 @@ import logging
 from recbole_trsr.data.dataset import training_positions
 from recbole_trsr.distributed import main_process_first
 from recbole_trsr.llm.generation import LLMGenerator
+from recbole_trsr.summarize.co_watched import CoWatchedSummaries
 from recbole_trsr.summarize.engines import RayEngine
 from recbole_trsr.summarize.field_counts import FieldCountSummaries
 from recbole_trsr.summarize.segment import summary_block_count
@@ -84,7 +85,8 @@ def summarizer_settings(config, backbone_identity):
 
 def precompute_summaries(config, backbone, item_text, dataset, generate=None):
     """Generate (or resume) every summary ``dataset``'s examples need; return a :class:`SummaryLookup`
-    (:class:`NoSummaries` for ``summary_paradigm: none``, :class:`FieldCountSummaries` for ``field_counts``)."""
+    (:class:`NoSummaries` for ``summary_paradigm: none``; the diagnostics :class:`FieldCountSummaries` for
+    ``field_counts`` and :class:`CoWatchedSummaries` for ``co_watched``)."""
     if config["summary_paradigm"] == "none":
         logger.info("summary_paradigm: none: no summaries (the prompt shows the recent items only)")
         return NoSummaries()
@@ -94,6 +96,10 @@ def precompute_summaries(config, backbone, item_text, dataset, generate=None):
                          " slot: add one, or set summary_paradigm: none")
     if config["summary_paradigm"] == "field_counts":
         return FieldCountSummaries(dataset, config["summary_count_field"], config["recent_items"], config["block_size"])
+    if config["summary_paradigm"] == "co_watched":
+        first = {u: min(ps) for u, ps in needed_positions(dataset).items()}  # users without an example count nothing
+        return CoWatchedSummaries(dataset.user_histories, first, dataset.item_num, item_text,
+                                  config["summary_co_watched_items"], config["recent_items"], config["block_size"])
     with main_process_first():  # rank 0 generates and writes; the other ranks then only read the store
         return _precompute(config, backbone, item_text, dataset, generate)
 

@@ -119,7 +119,7 @@ def format_explanation(e):
         span = f"block {first}" if last == first + 1 else f"blocks {first}-{last - 1}"
         lines.append(f"\n[{s['kind']}, level {s['level']}] {span} (positions {first * size}-{last * size - 1}){mark}"
                      f"\n  {s['text']}")
-    if e["summary"] and not e["summaries"]:  # a summary no LLM call made (field_counts)
+    if e["summary"] and not e["summaries"]:  # a summary no LLM call made (field_counts, co_watched)
         lines.append(f"\n[{e['paradigm']}] the summary in the prompt:\n  {e['summary']}")
     a, b = e["recent_positions"]
     lines.append(f"\nrecent items (positions {a}-{b - 1}):")

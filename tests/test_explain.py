@@ -1,5 +1,6 @@
 """The explain command: one user's blocks, every summary made from them, the recent items, the prompt
 and (with a checkpoint) the candidates ranked by P(Yes)."""
+import pytest
 import yaml
 
 from conftest import DATASET, llm_config
@@ -56,10 +57,14 @@ def test_explain_recurrent_summaries_without_a_checkpoint(data_root, tmp_path, t
     assert "candidates" not in e
 
 
-def test_explain_shows_a_field_counts_summary(data_root, tmp_path, tiny_llm):
+@pytest.mark.parametrize("paradigm,keys,start", [
+    ("field_counts", {"summary_count_field": "class"}, "class of the {n} earlier items"),
+    ("co_watched", {}, "Often chosen by users who chose the {n} earlier items: "),
+])
+def test_explain_shows_a_summary_no_llm_wrote(data_root, tmp_path, tiny_llm, paradigm, keys, start):
     from recbole_trsr.explain import format_explanation
 
-    config = llm_config(data_root, tmp_path, tiny_llm, summary_paradigm="field_counts", summary_count_field="class")
+    config = llm_config(data_root, tmp_path, tiny_llm, summary_paradigm=paradigm, **keys)
     e = explain_user(first_user(config), DATASET, config_dict=config)
-    assert e["summaries"] == [] and e["summary"].startswith(f"class of the {len(e['blocks']) * 4} earlier items")
-    assert f"[field_counts] the summary in the prompt:\n  {e['summary']}" in format_explanation(e)
+    assert e["summaries"] == [] and e["summary"].startswith(start.format(n=len(e["blocks"]) * 4))
+    assert f"[{paradigm}] the summary in the prompt:\n  {e['summary']}" in format_explanation(e)

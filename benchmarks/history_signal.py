@@ -92,7 +92,8 @@ def main():
     for user, position in zip(users, positions):
         first_example[user] = min(position, first_example.get(user, position))
     # Co-occurrences only from what precedes every example a user has (training and evaluation alike).
-    cooc = item_cosine([histories.items_before(u, p).tolist() for u, p in first_example.items()], train.item_num)
+    cooc = item_cosine([histories.items_before(u, p).tolist() for u, p in first_example.items()],
+                       train.item_num).toarray()
     signals = ItemSignals([set(g.split()) for g in genre_text], [release_year(t) for t in titles], item_users, cooc)
     seg = dict(signals=signals, recent_items=config["recent_items"], block_size=config["block_size"])
 

@@ -9,7 +9,7 @@ from recbole_trsr.summarize.co_watched import item_cosine
 def _signals(n_items=12):
     genres = [set()] + [{"A"} if i % 2 else {"B"} for i in range(1, n_items)]
     years = [np.nan] + [1990.0 + i for i in range(1, n_items)]
-    return ItemSignals(genres, years, np.arange(n_items), item_cosine([list(range(1, n_items))], n_items))
+    return ItemSignals(genres, years, np.arange(n_items), item_cosine([list(range(1, n_items))], n_items).toarray())
 
 
 def test_features_read_only_items_before_the_example():

@@ -15,6 +15,7 @@ example (training or evaluation), so no example's target, nor anything after it,
 import logging
 
 import numpy as np
+from scipy import sparse
 
 from recbole_trsr.summarize.segment import summary_block_count
 
@@ -23,15 +24,20 @@ logger = logging.getLogger(__name__)
 
 def item_cosine(user_items, n_items):
     """Item x item cosine similarity over the users that have them (``user_items``: one list per user),
-    zero on the diagonal and for the padding id."""
-    x = np.zeros((len(user_items), n_items), dtype=np.float32)
-    for row, items in enumerate(user_items):
-        x[row, list(items)] = 1.0
+    as a sparse CSR matrix, zero on the diagonal and for the padding id (a user's repeats count once)."""
+    rows = np.repeat(np.arange(len(user_items)), [len(items) for items in user_items])
+    cols = np.fromiter((i for items in user_items for i in items), dtype=np.int64, count=len(rows))
+    x = sparse.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(len(user_items), n_items))
+    x.data[:] = 1.0  # duplicates were summed
+    x = x.tocsc()
     x[:, 0] = 0.0
-    norms = np.sqrt(x.sum(axis=0))
+    x.eliminate_zeros()
+    norms = np.sqrt(np.asarray(x.sum(axis=0)).ravel())
     norms[norms == 0] = 1.0
-    sim = (x.T @ x) / norms[:, None] / norms[None, :]
-    np.fill_diagonal(sim, 0.0)
+    scale = sparse.diags(1.0 / norms.astype(np.float32))
+    sim = (scale @ (x.T @ x) @ scale).tocsr()
+    sim.setdiag(0.0)
+    sim.eliminate_zeros()
     return sim
 
 
@@ -66,7 +72,7 @@ class CoWatchedSummaries:
         key = (int(user), n)
         if key not in self._cache:
             covered = self.histories.items_before(user, n)
-            scores = self.similarity[covered].sum(axis=0)
+            scores = np.asarray(self.similarity[covered].sum(axis=0), dtype=np.float64).ravel()
             scores[covered] = -np.inf
             scores[0] = -np.inf
             order = np.lexsort((np.arange(len(scores)), -scores))

@@ -27,11 +27,10 @@ def item_cosine(user_items, n_items):
     as a sparse CSR matrix, zero on the diagonal and for the padding id (a user's repeats count once)."""
     rows = np.repeat(np.arange(len(user_items)), [len(items) for items in user_items])
     cols = np.fromiter((i for items in user_items for i in items), dtype=np.int64, count=len(rows))
-    x = sparse.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(len(user_items), n_items))
+    keep = cols != 0
+    x = sparse.csr_matrix((np.ones(int(keep.sum()), dtype=np.float32), (rows[keep], cols[keep])),
+                          shape=(len(user_items), n_items))
     x.data[:] = 1.0  # duplicates were summed
-    x = x.tocsc()
-    x[:, 0] = 0.0
-    x.eliminate_zeros()
     norms = np.sqrt(np.asarray(x.sum(axis=0)).ravel())
     norms[norms == 0] = 1.0
     scale = sparse.diags(1.0 / norms.astype(np.float32))

@@ -61,9 +61,14 @@ def test_report_refuses_rows_ranked_against_other_candidates():
     assert summary["rows"][1]["metrics"]["recall@10"][0] == pytest.approx(2 / 3)
 
 
-@pytest.mark.parametrize("n", [3, 10, 14])
+@pytest.mark.parametrize("n", [3, 10, 14, 21, 40])
 def test_every_row_of_a_chart_gets_its_own_colour(n):
     assert len(set(report.bar_colors(n))) == n
+
+
+def test_a_chart_too_crowded_for_distinct_colours_is_refused():
+    with pytest.raises(ValueError, match="41 rows in one chart; at most 40"):
+        report.bar_colors(41)
 
 
 def test_every_model_is_ranked_against_the_same_candidates(data_root, tmp_path, tiny_llm):

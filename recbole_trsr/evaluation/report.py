@@ -106,10 +106,11 @@ def markdown(summary, metric_names, diff_metrics):
 
 
 def bar_colors(n):
-    """``n`` distinct bar colours: tab10's, or tab20's past ten rows (tab10 would repeat a colour)."""
+    """``n`` distinct bar colours: tab10's, or tab20's then tab20b's past ten rows (tab10 would repeat a
+    colour), up to 40 rows."""
     from matplotlib import colormaps
 
-    palette = colormaps["tab10" if n <= 10 else "tab20"].colors
+    palette = colormaps["tab10"].colors if n <= 10 else colormaps["tab20"].colors + colormaps["tab20b"].colors
     if n > len(palette):
         raise ValueError(f"{n} rows in one chart; at most {len(palette)} get distinct colours")
     return list(palette[:n])

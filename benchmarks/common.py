@@ -85,6 +85,17 @@ def table(headers, rows):
     return "\n".join(lines)
 
 
+def row_settings(profile, name):
+    """The settings of quality profile row ``name``: its own over the profile's shared ones, with the
+    profile's dataset and data path."""
+    rows = {r["name"]: r for r in profile["rows"]}
+    if name not in rows:
+        raise SystemExit(f"unknown row {name!r}; the profile has {sorted(rows)}")
+    config = dict(profile.get("config") or {}, **(rows[name].get("config") or {}))
+    config.update(dataset=profile["dataset"], data_path=config.get("data_path", profile["data_path"]))
+    return config
+
+
 def record(title, command, text):
     """Append a dated section to benchmarks/RESULTS.md."""
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())

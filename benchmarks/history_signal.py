@@ -15,7 +15,6 @@ import argparse
 import json
 import logging
 import re
-import time
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,7 @@ import torch
 import yaml
 from recbole.data import data_preparation
 
-from common import RESULTS, machine
+from common import record, row_settings
 
 from recbole_trsr.config import TRSRConfig
 from recbole_trsr.data import HISTORY_POSITION_FIELD, create_dataset
@@ -73,11 +72,7 @@ def main():
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     profile = yaml.safe_load(Path(args.profile).read_text())
-    rows = {r["name"]: r for r in profile["rows"]}
-    if args.row not in rows:
-        raise SystemExit(f"unknown row {args.row!r}; the profile has {sorted(rows)}")
-    config = dict(profile.get("config") or {}, **(rows[args.row].get("config") or {}))
-    config.update(dataset=profile["dataset"], data_path=config.get("data_path", profile["data_path"]))
+    config = row_settings(profile, args.row)
     config = TRSRConfig("LLMTRSR", config["dataset"], None, config)
     data = create_dataset(config)
     train_data, valid_data, test_data = data_preparation(config, data)
@@ -144,14 +139,13 @@ def main():
     table = "\n".join(lines)
     print(table)
     if args.record:
-        stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-        command = f"python benchmarks/history_signal.py {args.profile} --row {args.row} --split {args.split}"
-        with open(RESULTS, "a", encoding="utf-8") as f:
-            f.write(f"\n## What the older history tells a reader of genres, years and co-occurrence: {profile.get('title', profile['dataset'])} "
-                    f"({stamp})\n\nCommand: `{command}`  \nMachine: {machine()}\n\n"
-                    f"A logistic reader (recbole_trsr/evaluation/history_signal.py) fitted on {len(x_train) // (args.negatives + 1)} "
-                    f"training examples of {args.row} ({args.negatives} uniform negatives each), ranking the row's own "
-                    "candidates; 95% bootstrap CIs over users, paired differences.\n\n" + table + "\n")
+        record(f"What the older history tells a reader of genres, years and co-occurrence: "
+               f"{profile.get('title', profile['dataset'])}",
+               f"python benchmarks/history_signal.py {args.profile} --row {args.row} --split {args.split}",
+               f"A logistic reader (recbole_trsr/evaluation/history_signal.py) fitted on "
+               f"{len(x_train) // (args.negatives + 1)} training examples of {args.row} ({args.negatives} uniform "
+               "negatives each), ranking the row's own candidates; 95% bootstrap CIs over users, paired "
+               "differences.\n\n" + table)
 
 
 def _check_candidates(args, profile, fingerprints):

@@ -10,13 +10,12 @@ the summaries come from the store; any missing one is generated first, as the ro
 """
 import argparse
 import logging
-import time
 from collections import defaultdict
 from pathlib import Path
 
 import yaml
 
-from common import RESULTS, machine
+from common import record, row_settings
 
 from recbole_trsr.config import TRSRConfig
 from recbole_trsr.evaluation.summary_content import GenreMatcher, content_table, summary_content
@@ -78,27 +77,20 @@ def main():
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     profile = yaml.safe_load(Path(args.profile).read_text())
-    rows = {r["name"]: r for r in profile["rows"]}
     out = []
     for name in args.rows.split(","):
-        if name not in rows:
-            raise SystemExit(f"unknown row {name!r}; the profile has {sorted(rows)}")
-        config = dict(profile.get("config") or {}, **(rows[name].get("config") or {}))
-        config.update(dataset=profile["dataset"], data_path=config.get("data_path", profile["data_path"]))
+        config = row_settings(profile, name)
         records, vocabulary = row_records(config, args.split, args.genre_field)
         stats = summary_content(records, GenreMatcher(vocabulary, ALIASES))
         out.append(f"**{name}** ({stats['n']} {args.split} users' summaries; {stats['n_empty']} users with none)\n\n"
                    + content_table(stats))
         print(out[-1] + "\n", flush=True)
     if args.record:
-        stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-        command = f"python benchmarks/summary_content.py {args.profile} --rows {args.rows} --split {args.split}"
-        with open(RESULTS, "a", encoding="utf-8") as f:
-            f.write(f"\n## What the summaries say: {profile.get('title', profile['dataset'])} ({stamp})\n\n"
-                    f"Command: `{command}`  \nMachine: {machine()}\n\n"
-                    "A genre is frequent in a summary's items when at least 25% of them have it; \"another user's "
-                    "items\" scores the same summary against a different user's covered items (a fixed "
-                    "derangement). 95% bootstrap CIs over summaries.\n\n" + "\n\n".join(out) + "\n")
+        record(f"What the summaries say: {profile.get('title', profile['dataset'])}",
+               f"python benchmarks/summary_content.py {args.profile} --rows {args.rows} --split {args.split}",
+               "A genre is frequent in a summary's items when at least 25% of them have it; \"another user's "
+               "items\" scores the same summary against a different user's covered items (a fixed "
+               "derangement). 95% bootstrap CIs over summaries.\n\n" + "\n\n".join(out))
 
 
 if __name__ == "__main__":

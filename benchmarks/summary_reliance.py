@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from common import RESULTS, machine
+from common import record
 
 from recbole_trsr.config import TRSRConfig
 from recbole_trsr.data.dataset import training_positions
@@ -82,14 +82,11 @@ def main():
     replaced = outcomes[REPLACEMENTS[0]]["replaced"]
     print(table)
     if args.record:
-        stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-        command = f"python benchmarks/summary_reliance.py {args.profile} --row {args.row} --split {args.split}"
-        with open(RESULTS, "a", encoding="utf-8") as f:
-            f.write(f"\n## Does the recommender read its summaries? {args.row}, {args.split} split ({stamp})\n\n"
-                    f"Command: `{command}`  \nMachine: {machine()}\n\n"
-                    f"The row's checkpoint ranks the same {args.split} users' candidates with each user's summary "
-                    f"replaced ({replaced} users had one): by another user's (a fixed derangement), or by none. "
-                    "One checkpoint, three prompts; the wall time is the evaluation's.\n\n" + table + "\n")
+        record(f"Does the recommender read its summaries? {args.row}, {args.split} split",
+               f"python benchmarks/summary_reliance.py {args.profile} --row {args.row} --split {args.split}",
+               f"The row's checkpoint ranks the same {args.split} users' candidates with each user's summary "
+               f"replaced ({replaced} users had one): by another user's (a fixed derangement), or by none. "
+               "One checkpoint, three prompts; the wall time is the evaluation's.\n\n" + table)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from recbole_trsr.quick_start import run
 from recbole_trsr.summarize.pipeline import precompute_summaries
 from recbole_trsr.summarize.segment import recent_window
 from recbole_trsr.trainer.checkpoint import load_checkpoint, save_checkpoint
+from recbole_trsr.trainer.resume import model_generators
 
 
 def _random_groups(vocab, n_groups=3, seed=0):
@@ -90,6 +91,7 @@ def test_popular_negatives_are_part_of_neg_num(data_root, tmp_path, tiny_llm):
         _build(data_root, tmp_path, tiny_llm, neg_num=2, neg_popular_num=3)
     _, model, train, _, _ = _build(data_root, tmp_path, tiny_llm, neg_num=3, neg_popular_num=2)
     assert (model.negatives.uniform, model.negatives.popular) == (1, 2)
+    assert model_generators(model)["negatives.rng"] is model.negatives.rng  # saved with a resumable state
     assert torch.isfinite(model.calculate_loss(next(iter(train))))
 
 

@@ -8,11 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from conftest import DATASET, llm_config
-from recbole_trsr.trainer.resume import previous, read_state, write_state
+from recbole_trsr.trainer.resume import capture_rng, previous, read_state, restore_rng, write_state
 
 RUNNER = Path(__file__).resolve().parent / "run_tiny.py"
 GLOO_FLAKE = "Connection reset by peer"
@@ -156,3 +157,17 @@ def test_evaluation_journal_is_named_by_the_settings_that_change_scores(data_roo
     # A killed evaluation started again with another prompt must score its batches anew.
     assert digest(prompt_template="Recent: {recent}\nItem: {candidate}\nYes or No?") != same
     assert digest(item_max_tokens=8) != same
+
+
+def test_a_state_with_generators_the_model_lacks_is_refused():
+    class Old:
+        def __init__(self):
+            self.rng = np.random.default_rng(0)
+
+    class New:
+        def __init__(self):
+            self.negatives = Old()
+
+    state = capture_rng(Old())
+    with pytest.raises(ValueError, match=r"generator\(s\) \['rng'\] that this model does not have.*negatives.rng"):
+        restore_rng(New(), state)

@@ -11,6 +11,8 @@ diagnostic, not LLM-TRSR: the co-occurrences come from other users, not from the
 
 No leakage: the co-occurrences are counted over each user's items before that user's earliest
 example (training or evaluation), so no example's target, nor anything after it, is ever counted.
+A user with no example in the run (left out by ``train_users`` and the evaluation draws) counts
+nothing, so the co-occurrences shrink with those draws.
 """
 import logging
 

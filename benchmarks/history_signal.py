@@ -25,8 +25,10 @@ from recbole.data import data_preparation
 from common import record, row_settings
 
 from recbole_trsr.config import TRSRConfig
-from recbole_trsr.data import HISTORY_POSITION_FIELD, create_dataset
-from recbole_trsr.evaluation import bootstrap_ci, fix_eval_candidates, paired_bootstrap, per_user_metrics
+from recbole_trsr.data import HISTORY_POSITION_FIELD, ItemTextTable, create_dataset, training_positions
+from recbole_trsr.data.negatives import TrainingNegatives
+from recbole_trsr.evaluation import (bootstrap_ci, fix_eval_candidates, paired_bootstrap, per_user_metrics,
+                                     sampled_candidates)
 from recbole_trsr.evaluation.history_signal import FeatureReader, ItemSignals, example_features, target_rank
 from recbole_trsr.evaluation.per_user import candidate_fingerprint
 from recbole_trsr.summarize.co_watched import item_cosine
@@ -42,16 +44,11 @@ READERS = {"popularity": ["popularity"], BASE: ["popularity"] + RECENT,
            "popularity + older items only": ["popularity"] + OLDER}
 
 
-def item_columns(data, item_file, fields):
-    """For each of ``fields``: internal item id -> that column's text ("" without a row)."""
-    with open(item_file, encoding="utf-8") as f:
-        header = [h.split(":")[0] for h in f.readline().rstrip("\n").split("\t")]
-        missing = [field for field in fields if field not in header]
-        if missing:
-            raise SystemExit(f"{item_file} has no column(s) {missing} (columns: {header})")
-        rows = {row[0]: row for row in (line.rstrip("\n").split("\t") for line in f) if len(row) == len(header)}
-    raw_ids = [str(raw) for raw in data.field2id_token[data.iid_field]]
-    return [[rows[raw][header.index(field)] if raw in rows else "" for raw in raw_ids] for field in fields]
+def item_field(data, field):
+    """Internal item id -> the .item file's ``field`` text ("" for an item without one), read by
+    :class:`~recbole_trsr.data.ItemTextTable` (an unknown field is an error naming the file's fields)."""
+    table = ItemTextTable.from_dataset(data, fields=[field], text_format="{%s}" % field)
+    return ["" if i in table.fallback_ids else text for i, text in enumerate(table.texts)]
 
 
 def release_year(title):
@@ -79,39 +76,26 @@ def main():
     fix_eval_candidates(config["seed"], valid_data, test_data, seen_items=getattr(data, "seen_items", None))
     train = train_data._dataset
     histories, item_users = train.user_histories, train.train_item_users
-    genre_text, titles = item_columns(train, Path(config["data_path"]) / f"{config['dataset']}.item",
-                                      [args.genre_field, args.title_field])
-    users = train.inter_feat[train.uid_field].tolist()
-    positions = train.inter_feat[HISTORY_POSITION_FIELD].long().tolist()
-    first_example = {}
-    for user, position in zip(users, positions):
-        first_example[user] = min(position, first_example.get(user, position))
+    genre_text, titles = item_field(train, args.genre_field), item_field(train, args.title_field)
+    examples_of = training_positions(train)
     # Co-occurrences only from what precedes every example a user has (training and evaluation alike).
-    cooc = item_cosine([histories.items_before(u, p).tolist() for u, p in first_example.items()],
+    cooc = item_cosine([histories.items_before(u, ps[0]).tolist() for u, ps in examples_of.items()],
                        train.item_num).toarray()
     signals = ItemSignals([set(g.split()) for g in genre_text], [release_year(t) for t in titles], item_users, cooc)
     seg = dict(signals=signals, recent_items=config["recent_items"], block_size=config["block_size"])
 
-    rng = np.random.default_rng(config["seed"])
+    uniform = TrainingNegatives(train.item_num, item_users, args.negatives, 0, config["seed"])
     x_train, y_train = [], []
-    for user, position in zip(users, positions):
+    for user, position in zip(train.inter_feat[train.uid_field].tolist(),
+                              train.inter_feat[HISTORY_POSITION_FIELD].long().tolist()):
         items = histories.items_before(user, histories.length(user)).tolist()
-        seen = set(items[:position + 1])
-        negatives = []
-        while len(negatives) < args.negatives:
-            item = int(rng.integers(1, train.item_num))
-            if item not in seen:
-                negatives.append(item)
+        negatives = uniform.draw(set(items[:position + 1]))
         x_train.append(example_features(items, position, [items[position]] + negatives, **seg))
         y_train += [1] + [0] * args.negatives
     x_train = np.vstack(x_train)
 
-    loader = valid_data if args.split == "valid" else test_data
-    candidates = {}
-    for batch in loader:
-        interaction = batch[0]
-        for u, i in zip(interaction[train.uid_field].tolist(), interaction[train.iid_field].tolist()):
-            candidates.setdefault(u, []).append(i)
+    candidates = sampled_candidates(valid_data if args.split == "valid" else test_data, train.uid_field,
+                                    train.iid_field)
     examples, fingerprints = [], {}
     for user, items_c in sorted(candidates.items()):
         positions_u = train.eval_positions[user]

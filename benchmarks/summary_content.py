@@ -10,7 +10,6 @@ the summaries come from the store; any missing one is generated first, as the ro
 """
 import argparse
 import logging
-from collections import defaultdict
 from pathlib import Path
 
 import yaml
@@ -18,6 +17,7 @@ import yaml
 from common import record, row_settings
 
 from recbole_trsr.config import TRSRConfig
+from recbole_trsr.evaluation import sampled_candidates
 from recbole_trsr.evaluation.summary_content import GenreMatcher, content_table, summary_content
 from recbole_trsr.quick_start import _prepare
 
@@ -41,11 +41,7 @@ def row_records(config, split, genre_field):
     def genres(item):
         return by_raw_id.get(str(raw_ids[item]), [])
 
-    candidates = defaultdict(list)
-    for batch in (valid_data if split == "valid" else test_data):
-        interaction = batch[0]
-        for u, i in zip(interaction[data.uid_field].tolist(), interaction[data.iid_field].tolist()):
-            candidates[u].append(i)
+    candidates = sampled_candidates(valid_data if split == "valid" else test_data, data.uid_field, data.iid_field)
     records = []
     for uid, positions in sorted(data.eval_positions.items()):
         position = max(positions) if split == "test" else min(positions)
@@ -53,7 +49,7 @@ def row_records(config, split, genre_field):
         m = net.summaries.blocks_covered(position)
         target = items[position]
         records.append({"text": net.summaries.text(uid, position), "covered": [genres(i) for i in items[:m * net.block_size]],
-                        "target": genres(target), "negatives": [genres(i) for i in candidates[uid] if i != target]})
+                        "target": genres(target), "negatives": [genres(i) for i in candidates.get(uid, []) if i != target]})
     return records, sorted({g for gs in by_raw_id.values() for g in gs})
 
 

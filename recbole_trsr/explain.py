@@ -14,6 +14,7 @@ import torch
 from recbole.utils import init_seed
 
 from recbole_trsr.config import TRSRConfig
+from recbole_trsr.evaluation import sampled_candidates
 from recbole_trsr.summarize.segment import blocks, recent_window, summary_block_count
 from recbole_trsr.trainer.checkpoint import load_checkpoint, restore_model_state
 
@@ -58,7 +59,8 @@ def explain_user(user, dataset, config_file_list=None, config_dict=None, argv=No
         nodes, roots = net.summaries.summarizer.plan(uid, items, [m])
         out["summaries"] = [dict(s, root=s["key"] == roots[m]) for s in _summary_rows(nodes, net.summaries.store)]
 
-    candidates = _candidates(valid_data if split == "valid" else test_data, uid, data.uid_field, data.iid_field)
+    candidates = sampled_candidates(valid_data if split == "valid" else test_data, data.uid_field,
+                                    data.iid_field).get(uid, [])
     group = net._group(uid, position, candidates[:1] or [items[position]])
     out["prompt"] = net.prompts.tokenizer.decode(group.prefix + group.suffixes[0])
     if checkpoint and candidates:
@@ -88,18 +90,6 @@ def _summary_rows(nodes, store):
         rows.append({"key": node.key, "kind": node.kind, "level": node.depth, "blocks": [first, last],
                      "text": store[node.key] if node.key in store else None})
     return rows
-
-
-def _candidates(loader, uid, uid_field, iid_field):
-    """The user's ranked items in a sampled evaluation (its target first, then the fixed negatives)."""
-    if getattr(loader, "_sampler", None) is None:
-        return []
-    found = []
-    for batch in loader:
-        interaction = batch[0]
-        rows = interaction[uid_field] == uid
-        found += interaction[iid_field][rows].tolist()
-    return found
 
 
 def format_explanation(e):

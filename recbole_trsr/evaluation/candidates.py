@@ -63,3 +63,16 @@ def fix_eval_candidates(seed, *loaders, seen_items=None):
             loader._sampler = FixedCandidatesSampler(sampler, seed)
             changed += 1
     return changed
+
+
+def sampled_candidates(loader, uid_field, iid_field):
+    """``{user: [item, ...]}``: every user's ranked items in a sampled-evaluation loader (its target and
+    its negatives, in the loader's order); ``{}`` for a full-ranking loader, which samples none."""
+    if getattr(loader, "_sampler", None) is None:
+        return {}
+    found = {}
+    for batch in loader:
+        interaction = batch[0]
+        for user, item in zip(interaction[uid_field].tolist(), interaction[iid_field].tolist()):
+            found.setdefault(user, []).append(item)
+    return found

@@ -4,6 +4,8 @@ blocks, on a quality profile's validation (or test) users and candidates.
 
     python benchmarks/history_signal.py benchmarks/profiles/ml-100k-plot.yaml \
         --row LLMTRSR-hierarchical-targets5 [--split valid] [--record]
+    python benchmarks/history_signal.py benchmarks/profiles/amazon-games-long.yaml \
+        --row LLMTRSR-no-summary --genre_field title   # no genres there: the lens reads title words
 
 The row gives the segmentation (``block_size``, ``recent_items``) and the training examples (its
 ``train_targets_per_user``); the reader is fitted on those examples, each with ``--negatives``
@@ -129,7 +131,8 @@ def main():
                f"A logistic reader (recbole_trsr/evaluation/history_signal.py) fitted on "
                f"{len(x_train) // (args.negatives + 1)} training examples of {args.row} ({args.negatives} uniform "
                "negatives each), ranking the row's own candidates; 95% bootstrap CIs over users, paired "
-               "differences.\n\n" + table)
+               f"differences. The genre lens reads the words of the `{args.genre_field}` field, the year lens "
+               f"a trailing (YYYY) in `{args.title_field}`.\n\n" + table)
 
 
 def _check_candidates(args, profile, fingerprints):

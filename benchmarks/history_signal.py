@@ -127,7 +127,9 @@ def main():
     if args.record:
         record(f"What the older history tells a reader of genres, years and co-occurrence: "
                f"{profile.get('title', profile['dataset'])}",
-               f"python benchmarks/history_signal.py {args.profile} --row {args.row} --split {args.split}",
+               f"python benchmarks/history_signal.py {args.profile} --row {args.row} --split {args.split}"
+               + "".join(f" --{k} {v}" for k, v in vars(args).items()
+                         if k in ("negatives", "genre_field", "title_field") and v != parser.get_default(k)),
                f"A logistic reader (recbole_trsr/evaluation/history_signal.py) fitted on "
                f"{len(x_train) // (args.negatives + 1)} training examples of {args.row} ({args.negatives} uniform "
                "negatives each), ranking the row's own candidates; 95% bootstrap CIs over users, paired "

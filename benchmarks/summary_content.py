@@ -1,8 +1,12 @@
 """What the summaries of a quality profile's summary rows say (issue #20): genres named against the
-genres of the items summarized, and of the target against the sampled negatives.
+genres of the items summarized, and of the target against the sampled negatives; or, with ``--lens
+words`` (items without genres, e.g. titles only), the summary's words against its items' texts, the
+target's and the negatives', and whether the call that made it only copied a summary it was given.
 
     python benchmarks/summary_content.py benchmarks/profiles/ml-100k-plot.yaml \
         --rows LLMTRSR-hierarchical,LLMTRSR-recurrent [--split test] [--record]
+    python benchmarks/summary_content.py benchmarks/profiles/amazon-games-long.yaml \
+        --rows LLMTRSR-recurrent --lens words --split valid
 
 Run it after the rows (``benchmarks/quality.py``): it builds each row's model as the row did, so
 the summaries come from the store; any missing one is generated first, as the row's own run would. The statistics are defined in
@@ -18,7 +22,8 @@ from common import record, row_settings
 
 from recbole_trsr.config import TRSRConfig
 from recbole_trsr.evaluation import sampled_candidates
-from recbole_trsr.evaluation.summary_content import GenreMatcher, content_table, summary_content
+from recbole_trsr.evaluation.summary_content import (GenreMatcher, content_table, summary_content, word_content,
+                                                      word_table)
 from recbole_trsr.quick_start import _prepare
 
 # Words a summary uses for MovieLens' genres besides the genre's own name.
@@ -53,6 +58,34 @@ def row_records(config, split, genre_field):
     return records, sorted({g for gs in by_raw_id.values() for g in gs})
 
 
+def word_records(config, split):
+    """One record per evaluated user for :func:`word_content`: the summary its ``split`` prompt holds, the
+    texts of the items it covers (as the summarizer read them), of the target and of the sampled
+    negatives (as the recommender reads them), and the summaries the call that made it was given."""
+    config = TRSRConfig("LLMTRSR", config["dataset"], None, dict(config, summary_progress=False))
+    train_data, valid_data, test_data, net = _prepare(config)
+    data = train_data._dataset
+    lookup = net.summaries
+    if not hasattr(lookup, "summarizer"):
+        raise SystemExit(f"summary_paradigm {config['summary_paradigm']!r}: no LLM summaries to read")
+    text, block_text = net.prompts.item_text, lookup.summarizer.item_text
+    candidates = sampled_candidates(valid_data if split == "valid" else test_data, data.uid_field, data.iid_field)
+    records = []
+    for uid, positions in sorted(data.eval_positions.items()):
+        position = max(positions) if split == "test" else min(positions)
+        items = net.histories.items_before(uid, net.histories.length(uid)).tolist()
+        m = lookup.blocks_covered(position)
+        inputs = []
+        if m:
+            nodes, roots = lookup.summarizer.plan(uid, items, [m])
+            inputs = [lookup.store[c] for c in nodes[roots[m]].children]
+        target = items[position]
+        records.append({"text": lookup.text(uid, position), "covered": [block_text(i) for i in items[:m * net.block_size]],
+                        "target": text(target), "negatives": [text(i) for i in candidates.get(uid, []) if i != target],
+                        "inputs": inputs})
+    return records
+
+
 def _raw_genres(item_file, field):
     """raw item id -> genre tokens, from the atomic .item file's ``field`` column (token_seq)."""
     with open(item_file, encoding="utf-8") as f:
@@ -68,6 +101,8 @@ def main():
     parser.add_argument("profile")
     parser.add_argument("--rows", required=True, help="comma-separated summary rows of the profile")
     parser.add_argument("--split", default="test", choices=("valid", "test"))
+    parser.add_argument("--lens", default="genres", choices=("genres", "words"),
+                        help="genres: the genres a summary names (needs --genre_field); words: its words")
     parser.add_argument("--genre_field", default="genre", help="the item field (token_seq) holding genres")
     parser.add_argument("--record", action="store_true", help="append the tables to benchmarks/RESULTS.md")
     args = parser.parse_args()
@@ -76,17 +111,24 @@ def main():
     out = []
     for name in args.rows.split(","):
         config = row_settings(profile, name)
-        records, vocabulary = row_records(config, args.split, args.genre_field)
-        stats = summary_content(records, GenreMatcher(vocabulary, ALIASES))
+        if args.lens == "words":
+            stats = word_content(word_records(config, args.split))
+            table = word_table(stats)
+        else:
+            records, vocabulary = row_records(config, args.split, args.genre_field)
+            stats = summary_content(records, GenreMatcher(vocabulary, ALIASES))
+            table = content_table(stats)
         out.append(f"**{name}** ({stats['n']} {args.split} users' summaries; {stats['n_empty']} users with none)\n\n"
-                   + content_table(stats))
+                   + table)
         print(out[-1] + "\n", flush=True)
     if args.record:
+        how = ("A genre is frequent in a summary's items when at least 25% of them have it; " if args.lens == "genres"
+               else "Words: lower-cased, 3+ characters, common words left out (`content_words`); ")
+        lens = "" if args.lens == "genres" else " --lens words"
         record(f"What the summaries say: {profile.get('title', profile['dataset'])}",
-               f"python benchmarks/summary_content.py {args.profile} --rows {args.rows} --split {args.split}",
-               "A genre is frequent in a summary's items when at least 25% of them have it; \"another user's "
-               "items\" scores the same summary against a different user's covered items (a fixed "
-               "derangement). 95% bootstrap CIs over summaries.\n\n" + "\n\n".join(out))
+               f"python benchmarks/summary_content.py {args.profile} --rows {args.rows}{lens} --split {args.split}",
+               how + "\"another user's items\" scores the same summary against a different user's covered items "
+               "(a fixed derangement). 95% bootstrap CIs over summaries.\n\n" + "\n\n".join(out))
 
 
 if __name__ == "__main__":

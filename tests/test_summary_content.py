@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from recbole_trsr.evaluation.summary_content import GenreMatcher, content_table, summary_content
+from recbole_trsr.evaluation.summary_content import (GenreMatcher, content_table, content_words, summary_content,
+                                                      word_content, word_table)
 
 GENRES = ["Action", "Children's", "Comedy", "Drama", "Sci-Fi", "News", "War"]
 
@@ -57,3 +58,42 @@ def test_shuffled_items_are_never_the_summary_s_own():
     assert not np.array_equal(v["precision"], v["shuffled_precision"])
     with pytest.raises(ValueError, match="no summary to measure"):
         summary_content([_record("", [["War"]], ["War"], [])], m)
+
+
+def _words(text, covered, target, negatives, inputs=()):
+    return {"text": text, "covered": covered, "target": target, "negatives": negatives, "inputs": list(inputs)}
+
+
+def test_word_lens_separates_a_grounded_update_from_a_copied_generic_one():
+    halo = ["Halo 5: Guardians - Xbox One", "Forza Motorsport 6 - Xbox One"]
+    mario = ["Super Mario Odyssey - Nintendo Switch", "Mario Kart 8 Deluxe - Nintendo Switch"]
+    grounded = [_words("Plays Xbox One racing and Halo shooters", halo, "Gears of War 4 - Xbox One",
+                       ["Zelda: Breath of the Wild - Nintendo Switch"], ["Plays Halo"]),
+                _words("A Nintendo Switch player of Mario games", mario, "Splatoon 2 - Nintendo Switch",
+                       ["Fallout 4 - Xbox One"], ["Likes Mario"])]
+    stats = word_content(grounded + [_words("", halo, "x", [])])
+    v = stats["values"]
+    assert stats["n"] == 2 and stats["n_empty"] == 1
+    # "plays xbox one racing halo shooters": xbox, one, halo found in its items; nothing in Mario's.
+    assert v["grounded"][0] == pytest.approx(3 / 6) and v["shuffled_grounded"][0] == 0.0
+    assert list(v["target_word"]) == [1.0, 1.0] and list(v["negative_word"]) == [0.0, 0.0]
+    assert list(v["copies_input"]) == [0.0, 0.0] and list(v["shared_text"]) == [0.0, 0.0]
+
+    # A recurrent update that returns the summary it was given, word for word, and says the same for
+    # every user; a first block has no input summary (NaN, not 0).
+    generic = "This user prefers an immersive gaming experience."
+    copied = word_content([_words(generic, halo, "Gears of War 4", ["Zelda"], [generic + " "]),
+                           _words(generic, mario, "Splatoon 2", ["Fallout 4"], [])])["values"]
+    assert copied["copies_input"][0] == 1.0 and np.isnan(copied["copies_input"][1])
+    assert list(copied["shared_text"]) == [1.0, 1.0]
+    assert list(copied["target_word"]) == [0.0, 0.0]
+
+    table = word_table(stats, n_boot=200)
+    assert "| share of its words found in its items |" in table and "target - negative (paired) | +1.000" in table
+    with pytest.raises(ValueError, match="no summary to measure"):
+        word_content([_words("", halo, "x", [])])
+
+
+def test_content_words_drop_short_and_common_words():
+    assert content_words("The user's Xbox One: Call of Duty, an FPS") == {"xbox", "one", "call", "duty", "fps"}
+    assert content_words("") == set() and content_words(None) == set()

@@ -16,6 +16,12 @@ recommender must rank:
 Each own-items statistic has a ``shuffled_`` twin: the same summary scored against another user's
 items (a fixed derangement of the users). A summary that only repeats what is frequent everywhere
 (Drama, Comedy) scores as well on someone else's items as on its own.
+
+Where items have no genres (titles only), :func:`word_content` reads the summary's words instead:
+how many of them come from its items' texts (against another user's), whether it shares a word with
+the target's text more often than with a negative's, and whether the LLM call that made it only
+copied one of the summaries it was given (a recurrent update that ignored its new block, a merge that
+kept one child), or wrote the same text as another user's summary.
 """
 import re
 
@@ -105,19 +111,10 @@ def content_table(stats, n_boot=2000):
     (own items - shuffled items; target - negative)."""
 
     def ci(values):
-        v = values[~np.isnan(values)]
-        if len(v) == 0:
-            return "n/a", 0
-        mean, low, high = bootstrap_ci(v, n_boot=n_boot)
-        return f"{mean:.3f} [{low:.3f}, {high:.3f}]", len(v)
+        return _ci(values, n_boot)
 
     def paired(a, b):
-        keep = ~np.isnan(a) & ~np.isnan(b)
-        if not keep.any():
-            return "n/a"
-        mean, low, high, _ = paired_bootstrap(a[keep], b[keep], n_boot=n_boot)
-        verdict = "no difference" if low <= 0 <= high else ("higher" if mean > 0 else "lower")
-        return f"{mean:+.3f} [{low:+.3f}, {high:+.3f}], {verdict}"
+        return _paired(a, b, n_boot)
 
     v = stats["values"]
     lines = ["| statistic | own items | another user's items | own - another | summaries counted |",
@@ -136,3 +133,87 @@ def content_table(stats, n_boot=2000):
         lines.append(f"| {label} | {value} | {count} |")
     lines.append(f"| target - negative (paired) | {paired(v['target_named'], v['negative_named'])} | {stats['n']} |")
     return "\n".join(lines)
+
+
+# Words too common to say anything about a user's items.
+STOP_WORDS = frozenset("""a an and are as at be by for from has have in into is it its of on or that the their
+    this to was were with who which user users user's prefers prefer preferences items item also more most
+    such like likes enjoys interest interested focus""".split())
+_WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+
+
+def content_words(text):
+    """The lower-cased words of ``text`` (letters and digits) of 3+ characters, stop words left out."""
+    return {w for w in _WORD.findall((text or "").lower()) if len(w) >= 3 and w not in STOP_WORDS}
+
+
+def word_content(records, seed=0):
+    """Genre-free per-summary statistics (arrays, one value per record; NaN where undefined).
+
+    ``records``: dicts with ``text`` (the summary), ``covered`` (the texts of the items it summarizes),
+    ``target`` (the target's text), ``negatives`` (the sampled negatives' texts) and ``inputs`` (the
+    texts of the summaries the LLM call that made it was given; empty for a first block). Only records
+    with a non-empty summary are counted, as in :func:`summary_content`.
+    """
+    kept = [r for r in records if r["text"]]
+    if not kept:
+        raise ValueError(f"no summary to measure: all {len(records)} records have an empty summary")
+    n = len(kept)
+    other = derangement(n, seed)
+    words = [content_words(r["text"]) for r in kept]
+    covered = [set().union(*(content_words(t) for t in r["covered"])) for r in kept]
+    texts = {}
+    for r in kept:
+        texts[r["text"]] = texts.get(r["text"], 0) + 1
+    out = {k: np.full(n, np.nan) for k in ("grounded", "shuffled_grounded", "target_word", "negative_word",
+                                            "copies_input", "shared_text", "words")}
+    for i, (r, w) in enumerate(zip(kept, words)):
+        if w:
+            out["grounded"][i] = len(w & covered[i]) / len(w)
+            out["shuffled_grounded"][i] = len(w & covered[other[i]]) / len(w)
+        out["target_word"][i] = float(bool(w & content_words(r["target"])))
+        if r["negatives"]:
+            out["negative_word"][i] = np.mean([bool(w & content_words(t)) for t in r["negatives"]])
+        if r["inputs"]:
+            out["copies_input"][i] = float(r["text"].strip() in {t.strip() for t in r["inputs"] if t})
+        out["shared_text"][i] = float(texts[r["text"]] > 1)
+        out["words"][i] = len(r["text"].split())
+    return {"n": n, "n_empty": len(records) - n, "values": out}
+
+
+def word_table(stats, n_boot=2000):
+    """Markdown rows for :func:`word_content`'s statistics, with bootstrap CIs over summaries and the
+    paired differences own - another user's items and target - negative."""
+    v = stats["values"]
+    lines = ["| statistic | own items | another user's items | own - another | summaries counted |",
+             "|---|---|---|---|---|"]
+    own, count = _ci(v["grounded"], n_boot)
+    lines.append(f"| share of its words found in its items | {own} | {_ci(v['shuffled_grounded'], n_boot)[0]} | "
+                 f"{_paired(v['grounded'], v['shuffled_grounded'], n_boot)} | {count} |")
+    lines += ["", "| statistic | value | summaries counted |", "|---|---|---|"]
+    for name, label in (("copies_input", "only copies a summary it was given (previous step or a child)"),
+                        ("shared_text", "the same text as another user's summary"), ("words", "words"),
+                        ("target_word", "shares a word with the target"),
+                        ("negative_word", "shares a word with a negative (mean over negatives)")):
+        value, count = _ci(v[name], n_boot)
+        lines.append(f"| {label} | {value} | {count} |")
+    lines.append(f"| target - negative (paired) | {_paired(v['target_word'], v['negative_word'], n_boot)} "
+                 f"| {stats['n']} |")
+    return "\n".join(lines)
+
+
+def _ci(values, n_boot):
+    v = values[~np.isnan(values)]
+    if len(v) == 0:
+        return "n/a", 0
+    mean, low, high = bootstrap_ci(v, n_boot=n_boot)
+    return f"{mean:.3f} [{low:.3f}, {high:.3f}]", len(v)
+
+
+def _paired(a, b, n_boot):
+    keep = ~np.isnan(a) & ~np.isnan(b)
+    if not keep.any():
+        return "n/a"
+    mean, low, high, _ = paired_bootstrap(a[keep], b[keep], n_boot=n_boot)
+    verdict = "no difference" if low <= 0 <= high else ("higher" if mean > 0 else "lower")
+    return f"{mean:+.3f} [{low:+.3f}, {high:+.3f}], {verdict}"

@@ -34,27 +34,39 @@ ALIASES = {"Comedy": ["comedies", "comedic", "funny", "humor", "humour"], "Drama
            "Crime": ["criminal", "gangster"], "Horror": ["scary"], "Musical": ["musicals"]}
 
 
-def row_records(config, split, genre_field):
-    """One record per evaluated user: the summary its ``split`` prompt holds, the genres of the items
-    that summary covers, of the target, and of the sampled negatives."""
+def split_examples(config, split):
+    """The row's model, built as the row did (its summaries come from the store), its dataset, and one
+    ``(user, position, items, candidates)`` per evaluated user: the ``split`` example's target
+    position, the user's items and the sampled candidates."""
     config = TRSRConfig("LLMTRSR", config["dataset"], None, dict(config, summary_progress=False))
     train_data, valid_data, test_data, net = _prepare(config)
     data = train_data._dataset
-    by_raw_id = _raw_genres(Path(config["data_path"]) / f"{config['dataset']}.item", genre_field)
+    candidates = sampled_candidates(valid_data if split == "valid" else test_data, data.uid_field, data.iid_field)
+    examples = []
+    for uid, positions in sorted(data.eval_positions.items()):
+        position = max(positions) if split == "test" else min(positions)
+        items = net.histories.items_before(uid, net.histories.length(uid)).tolist()
+        examples.append((uid, position, items, candidates.get(uid, [])))
+    return net, data, examples
+
+
+def row_records(config, split, genre_field):
+    """One record per evaluated user: the summary its ``split`` prompt holds, the genres of the items
+    that summary covers, of the target, and of the sampled negatives."""
+    net, data, examples = split_examples(config, split)
+    # RecBole's own data_path (the profile's folder joined with the dataset's name)
+    by_raw_id = _raw_genres(Path(data.config["data_path"]) / f"{config['dataset']}.item", genre_field)
     raw_ids = data.field2id_token[data.iid_field]
 
     def genres(item):
         return by_raw_id.get(str(raw_ids[item]), [])
 
-    candidates = sampled_candidates(valid_data if split == "valid" else test_data, data.uid_field, data.iid_field)
     records = []
-    for uid, positions in sorted(data.eval_positions.items()):
-        position = max(positions) if split == "test" else min(positions)
-        items = net.histories.items_before(uid, net.histories.length(uid)).tolist()
+    for uid, position, items, candidates in examples:
         m = net.summaries.blocks_covered(position)
         target = items[position]
         records.append({"text": net.summaries.text(uid, position), "covered": [genres(i) for i in items[:m * net.block_size]],
-                        "target": genres(target), "negatives": [genres(i) for i in candidates.get(uid, []) if i != target]})
+                        "target": genres(target), "negatives": [genres(i) for i in candidates if i != target]})
     return records, sorted({g for gs in by_raw_id.values() for g in gs})
 
 
@@ -62,18 +74,13 @@ def word_records(config, split):
     """One record per evaluated user for :func:`word_content`: the summary its ``split`` prompt holds, the
     texts of the items it covers (as the summarizer read them), of the target and of the sampled
     negatives (as the recommender reads them), and the summaries the call that made it was given."""
-    config = TRSRConfig("LLMTRSR", config["dataset"], None, dict(config, summary_progress=False))
-    train_data, valid_data, test_data, net = _prepare(config)
-    data = train_data._dataset
+    net, _, examples = split_examples(config, split)
     lookup = net.summaries
     if not hasattr(lookup, "summarizer"):
         raise SystemExit(f"summary_paradigm {config['summary_paradigm']!r}: no LLM summaries to read")
     text, block_text = net.prompts.item_text, lookup.summarizer.item_text
-    candidates = sampled_candidates(valid_data if split == "valid" else test_data, data.uid_field, data.iid_field)
     records = []
-    for uid, positions in sorted(data.eval_positions.items()):
-        position = max(positions) if split == "test" else min(positions)
-        items = net.histories.items_before(uid, net.histories.length(uid)).tolist()
+    for uid, position, items, candidates in examples:
         m = lookup.blocks_covered(position)
         inputs = []
         if m:
@@ -81,7 +88,7 @@ def word_records(config, split):
             inputs = [lookup.store[c] for c in nodes[roots[m]].children]
         target = items[position]
         records.append({"text": lookup.text(uid, position), "covered": [block_text(i) for i in items[:m * net.block_size]],
-                        "target": text(target), "negatives": [text(i) for i in candidates.get(uid, []) if i != target],
+                        "target": text(target), "negatives": [text(i) for i in candidates if i != target],
                         "inputs": inputs})
     return records
 

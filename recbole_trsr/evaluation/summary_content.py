@@ -24,6 +24,7 @@ copied one of the summaries it was given (a recurrent update that ignored its ne
 kept one child), or wrote the same text as another user's summary.
 """
 import re
+from collections import Counter
 
 import numpy as np
 
@@ -109,30 +110,13 @@ def summary_content(records, matcher, frequent_share=0.25, seed=0):
 def content_table(stats, n_boot=2000):
     """Markdown rows (one per statistic) with bootstrap CIs over summaries, and paired differences
     (own items - shuffled items; target - negative)."""
-
-    def ci(values):
-        return _ci(values, n_boot)
-
-    def paired(a, b):
-        return _paired(a, b, n_boot)
-
-    v = stats["values"]
-    lines = ["| statistic | own items | another user's items | own - another | summaries counted |",
-             "|---|---|---|---|---|"]
-    for name, label in (("precision", "named genres frequent in its items"),
-                        ("invented", "named genres none of its items has"),
-                        ("top_named", "names its items' most frequent genre")):
-        own, count = ci(v[name])
-        lines.append(f"| {label} | {own} | {ci(v['shuffled_' + name])[0]} | "
-                     f"{paired(v[name], v['shuffled_' + name])} | {count} |")
-    lines += ["", "| statistic | value | summaries counted |", "|---|---|---|"]
-    for name, label in (("names_genre", "names a genre"), ("words", "words"),
-                        ("target_named", "names a genre of the target"),
-                        ("negative_named", "names a genre of a negative (mean over negatives)")):
-        value, count = ci(v[name])
-        lines.append(f"| {label} | {value} | {count} |")
-    lines.append(f"| target - negative (paired) | {paired(v['target_named'], v['negative_named'])} | {stats['n']} |")
-    return "\n".join(lines)
+    return _table(stats, (("precision", "named genres frequent in its items"),
+                          ("invented", "named genres none of its items has"),
+                          ("top_named", "names its items' most frequent genre")),
+                  (("names_genre", "names a genre"), ("words", "words"),
+                   ("target_named", "names a genre of the target"),
+                   ("negative_named", "names a genre of a negative (mean over negatives)")),
+                  ("target_named", "negative_named"), n_boot)
 
 
 # Words too common to say anything about a user's items.
@@ -162,9 +146,7 @@ def word_content(records, seed=0):
     other = derangement(n, seed)
     words = [content_words(r["text"]) for r in kept]
     covered = [set().union(*(content_words(t) for t in r["covered"])) for r in kept]
-    texts = {}
-    for r in kept:
-        texts[r["text"]] = texts.get(r["text"], 0) + 1
+    texts = Counter(r["text"] for r in kept)
     out = {k: np.full(n, np.nan) for k in ("grounded", "shuffled_grounded", "target_word", "negative_word",
                                             "copies_input", "shared_text", "words")}
     for i, (r, w) in enumerate(zip(kept, words)):
@@ -184,21 +166,30 @@ def word_content(records, seed=0):
 def word_table(stats, n_boot=2000):
     """Markdown rows for :func:`word_content`'s statistics, with bootstrap CIs over summaries and the
     paired differences own - another user's items and target - negative."""
+    return _table(stats, (("grounded", "share of its words found in its items"),),
+                  (("copies_input", "only copies a summary it was given (previous step or a child)"),
+                   ("shared_text", "the same text as another user's summary"), ("words", "words"),
+                   ("target_word", "shares a word with the target"),
+                   ("negative_word", "shares a word with a negative (mean over negatives)")),
+                  ("target_word", "negative_word"), n_boot)
+
+
+def _table(stats, own_rows, value_rows, target_negative, n_boot):
+    """Both lenses' tables: each ``own_rows`` statistic against its ``shuffled_`` twin, each of
+    ``value_rows`` alone, then the paired ``target_negative`` difference."""
     v = stats["values"]
     lines = ["| statistic | own items | another user's items | own - another | summaries counted |",
              "|---|---|---|---|---|"]
-    own, count = _ci(v["grounded"], n_boot)
-    lines.append(f"| share of its words found in its items | {own} | {_ci(v['shuffled_grounded'], n_boot)[0]} | "
-                 f"{_paired(v['grounded'], v['shuffled_grounded'], n_boot)} | {count} |")
+    for name, label in own_rows:
+        own, count = _ci(v[name], n_boot)
+        lines.append(f"| {label} | {own} | {_ci(v['shuffled_' + name], n_boot)[0]} | "
+                     f"{_paired(v[name], v['shuffled_' + name], n_boot)} | {count} |")
     lines += ["", "| statistic | value | summaries counted |", "|---|---|---|"]
-    for name, label in (("copies_input", "only copies a summary it was given (previous step or a child)"),
-                        ("shared_text", "the same text as another user's summary"), ("words", "words"),
-                        ("target_word", "shares a word with the target"),
-                        ("negative_word", "shares a word with a negative (mean over negatives)")):
+    for name, label in value_rows:
         value, count = _ci(v[name], n_boot)
         lines.append(f"| {label} | {value} | {count} |")
-    lines.append(f"| target - negative (paired) | {_paired(v['target_word'], v['negative_word'], n_boot)} "
-                 f"| {stats['n']} |")
+    target, negative = target_negative
+    lines.append(f"| target - negative (paired) | {_paired(v[target], v[negative], n_boot)} | {stats['n']} |")
     return "\n".join(lines)
 
 

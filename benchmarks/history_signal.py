@@ -29,9 +29,9 @@ from common import record, row_settings
 from recbole_trsr.config import TRSRConfig
 from recbole_trsr.data import HISTORY_POSITION_FIELD, ItemTextTable, create_dataset, training_positions
 from recbole_trsr.data.negatives import TrainingNegatives
-from recbole_trsr.evaluation import (bootstrap_ci, fix_eval_candidates, paired_bootstrap, per_user_metrics,
+from recbole_trsr.evaluation import (bootstrap_ci, fix_eval_candidates, paired_bootstrap, per_user_metrics, rank_counts,
                                      sampled_candidates)
-from recbole_trsr.evaluation.history_signal import FeatureReader, ItemSignals, example_features, target_rank
+from recbole_trsr.evaluation.history_signal import FeatureReader, ItemSignals, example_features
 from recbole_trsr.evaluation.per_user import candidate_fingerprint
 from recbole_trsr.summarize.co_watched import item_cosine
 
@@ -110,11 +110,11 @@ def main():
         examples.append(example_features(items, position, [target] + others, **seg))
     _check_candidates(args, profile, fingerprints)
 
-    ranks = {}
+    ndcg = {}
     for name, features in READERS.items():
         reader = FeatureReader(features).fit(x_train, y_train)
-        ranks[name] = np.array([target_rank(reader.score(x)) for x in examples])
-    ndcg = {name: per_user_metrics(r, [10])["ndcg@10"] for name, r in ranks.items()}
+        greater, ties = np.array([rank_counts(reader.score(x), 0) for x in examples]).T  # the target is candidate 0
+        ndcg[name] = per_user_metrics(greater, ties, [10])["ndcg@10"]
     base = ndcg[BASE]
     lines = [f"| reader ({len(examples)} {args.split} users) | NDCG@10 | difference from {BASE} |",
              "|---|---|---|"]

@@ -19,6 +19,12 @@ chosen; the test table is only read once the choice is made.
 
 ``--earlier DIR`` adds earlier runs of some rows (their JSONs kept in DIR) to the report, so that the
 same row run twice (another machine, another day) is compared on the same users and candidates.
+
+A row recorded under an earlier evaluation protocol (``recbole_trsr.evaluation.PROTOCOL``: ties in
+``topk`` index order, negatives that could repeat or be the positive) is never reported: its JSON
+is moved to ``<profile>/old-tie-rule/`` and the row is evaluated again, from its checkpoint when that
+is still at hand, else by running it again. ``--shift`` then reports how far each row moved from its
+old number (paired over the same test users, 95% CI).
 """
 import argparse
 import json
@@ -30,7 +36,7 @@ import yaml
 
 from common import MEASURE_ENV, ROOT, RESULTS, machine
 
-from recbole_trsr.evaluation import report
+from recbole_trsr.evaluation import PROTOCOL, bootstrap_ci, paired_bootstrap, report
 from recbole_trsr.quick_start import evaluate_checkpoint, run
 
 
@@ -53,6 +59,65 @@ def run_row(profile, row, out_dir):
         saved["trained_on"] = dict(saved["trained_on"], note=row["trained_on_note"])
     (out_dir / f"{row['name']}.json").write_text(json.dumps(saved, default=float, indent=0))
     return saved
+
+
+OLD_RULE = "old-tie-rule"
+
+
+def current(path, row_name, out_dir):
+    """The row's JSON if it was recorded under :data:`PROTOCOL`; an older one is moved to
+    ``old-tie-rule/`` (kept for ``--shift``) and None is returned, so that the row is evaluated again."""
+    if not path.is_file():
+        return None
+    saved = json.loads(path.read_text())
+    if (saved.get("per_user") or {}).get("protocol") == PROTOCOL:
+        return saved
+    (out_dir / OLD_RULE).mkdir(exist_ok=True)
+    path.rename(out_dir / OLD_RULE / path.name)
+    print(f"== {row_name}: recorded under the old protocol, moved to {OLD_RULE}/", flush=True)
+    return None
+
+
+def reevaluate(old, profile, out_dir):
+    """A row of the old protocol whose checkpoint is at hand, evaluated on the test split again."""
+    started = time.perf_counter()
+    result = evaluate_checkpoint(old["model"], profile["dataset"], old["checkpoint"], config_dict=old["config"])
+    saved = dict(old, test_result=result["test_result"], per_user=result["per_user"], reevaluated=True,
+                 wall_time_s=old.get("wall_time_s"), reevaluation_s=time.perf_counter() - started)
+    saved.pop("valid", None)
+    (out_dir / f"{old['name']}.json").write_text(json.dumps(saved, default=float, indent=0))
+    return saved
+
+
+def refresh(profile, row, out_dir):
+    """Evaluate an old-protocol row again: from its checkpoint if that still exists, else run it."""
+    old_path = out_dir / OLD_RULE / f"{row['name']}.json"
+    old = json.loads(old_path.read_text()) if old_path.is_file() else {}
+    if old.get("checkpoint") and Path(old["checkpoint"]).is_file() and old.get("config"):
+        print(f"== {row['name']}: evaluating its checkpoint again", flush=True)
+        return reevaluate(old, profile, out_dir)
+    print(f"== {row['name']}: running", flush=True)
+    return run_row(profile, row, out_dir)
+
+
+def shift_table(done, out_dir, metric):
+    """Markdown: each row's new ``metric`` beside its old-protocol number and the paired shift."""
+    k = int(metric.split("@")[1])
+    lines = [f"| row | old {metric} (topk ties) | new {metric} (tie-aware, distinct negatives) | shift, paired [95% CI] | "
+             "how |", "|---|---|---|---|---|"]
+    for row in done:
+        old_path = out_dir / OLD_RULE / f"{row['name']}.json"
+        if not old_path.is_file():
+            continue
+        old = dict(json.loads(old_path.read_text()), name=f"{row['name']} (old)")
+        users = sorted(set(row["per_user"]["users"]) & set(old["per_user"]["users"]))
+        new_values = report.aligned_metrics(row, users, [k])[metric]
+        old_values = report.aligned_metrics(old, users, [k], read=report.legacy_outcomes)[metric]
+        d, lo, hi, _ = paired_bootstrap(new_values, old_values)
+        how = "checkpoint re-evaluated" if row.get("reevaluated") else "run again (same settings)"
+        lines.append(f"| {row['name']} | {bootstrap_ci(old_values)[0]:.3f} | {bootstrap_ci(new_values)[0]:.3f} | "
+                     f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}] | {how} |")
+    return "\n".join(lines)
 
 
 def valid_row(saved, path, dataset):
@@ -80,6 +145,8 @@ def main():
     parser.add_argument("--baseline", help="row the paired differences are taken from (default: the profile's)")
     parser.add_argument("--earlier", help="folder of earlier runs of some rows (the same JSON files, e.g. from another "
                         "machine): each is reported beside the current rows as '<row> [<folder>]'")
+    parser.add_argument("--shift", action="store_true",
+                        help="also report each row's shift from its old-protocol number (rows in old-tie-rule/)")
     parser.add_argument("--n_boot", type=int, default=2000)
     args = parser.parse_args()
 
@@ -95,11 +162,15 @@ def main():
     done = []
     for row in profile["rows"]:
         path = out_dir / f"{row['name']}.json"
-        if row["name"] in selected and not args.report_only and (args.rerun or not path.is_file()):
-            print(f"== {row['name']}: running", flush=True)
-            done.append(run_row(profile, row, out_dir))
-        elif path.is_file():
-            done.append(json.loads(path.read_text()))
+        saved = current(path, row["name"], out_dir)
+        if row["name"] in selected and not args.report_only and (args.rerun or saved is None):
+            if saved is None and (out_dir / OLD_RULE / path.name).is_file() and not args.rerun:
+                done.append(refresh(profile, row, out_dir))
+            else:
+                print(f"== {row['name']}: running", flush=True)
+                done.append(run_row(profile, row, out_dir))
+        elif saved is not None:
+            done.append(saved)
     if args.earlier:
         if args.valid:
             raise SystemExit("--earlier reports test results; earlier runs keep no checkpoint to validate")
@@ -129,6 +200,9 @@ def main():
         return
     png = out_dir.parent / f"{profile_path.stem}.png"
     report.chart(summary, profile["report"]["chart"], png, profile.get("title", profile["dataset"]))
+    if args.shift:
+        text += (f"\n\nShift from the old protocol (ties in topk index order, negatives with replacement) on the "
+                 f"same test users:\n\n" + shift_table(done, out_dir, profile["report"]["paired"][0]))
     print(text)
     print(f"\nchart: {png.relative_to(ROOT)}")
     if args.record:

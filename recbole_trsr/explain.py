@@ -14,7 +14,7 @@ import torch
 from recbole.utils import init_seed
 
 from recbole_trsr.config import TRSRConfig
-from recbole_trsr.evaluation import sampled_candidates
+from recbole_trsr.evaluation import rank_counts, sampled_candidates
 from recbole_trsr.summarize.segment import blocks, recent_window, summary_block_count
 from recbole_trsr.trainer.checkpoint import load_checkpoint, restore_model_state
 
@@ -68,7 +68,8 @@ def explain_user(user, dataset, config_file_list=None, config_dict=None, argv=No
             log_p = net._score([uid] * len(candidates), [position] * len(candidates), candidates)
         ranked = sorted(zip(candidates, log_p.exp().tolist()), key=lambda c: -c[1])
         out["candidates"] = [{"item": text(i), "p_yes": p, "target": i == items[position]} for i, p in ranked[:top]]
-        out["target_rank"] = 1 + [i for i, _ in ranked].index(items[position])
+        greater, ties = rank_counts(log_p.tolist(), candidates.index(items[position]))
+        out["target_rank"] = {"greater": greater, "ties": ties}  # ranks greater + 1 .. greater + ties, by expectation
         out["n_candidates"] = len(candidates)
     return out
 
@@ -117,9 +118,13 @@ def format_explanation(e):
     lines.append("\nprompt (with the first candidate):\n" + e["prompt"])
     if "candidates" in e:
         lines.append(f"\ntop {len(e['candidates'])} of {e['n_candidates']} candidates by P(Yes) "
-                     f"(the target ranks {e['target_rank']}):")
+                     f"(the target ranks {_rank_text(**e['target_rank'])}):")
         lines += [f"  {c['p_yes']:.3f}  {c['item']}{'   <- target' if c['target'] else ''}" for c in e["candidates"]]
     return "\n".join(lines)
+
+
+def _rank_text(greater, ties):
+    return str(greater + 1) if ties == 1 else f"{greater + 1}-{greater + ties}, tied with {ties - 1} others"
 
 
 def main(argv):

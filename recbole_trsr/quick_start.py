@@ -12,7 +12,6 @@ from recbole_trsr.distributed import gather_objects, is_distributed, is_main_pro
 from recbole_trsr.distributed.data_parallel import gather_lists, weights_digest
 from recbole_trsr.distributed.launch import is_multi_process, launch_settings, spawn
 from recbole_trsr.evaluation import PerUserRecorder, fix_eval_candidates
-from recbole_trsr.registry import get_model
 from recbole_trsr.sr_model import attach_sr_models
 from recbole_trsr.trainer import get_trainer
 
@@ -21,7 +20,8 @@ METRIC_COLUMNS = ("recall", "mrr", "ndcg")
 
 def run(model, dataset, config_file_list=None, config_dict=None, argv=None, saved=True,
         nproc=None, world_size=None, ip=None, port=None, offset=None):
-    """Train and test ``model`` on ``dataset`` like RecBole's ``run_recbole``.
+    """Train and test ``model`` (a name, or a model class as RecBole's ``Config`` takes) on ``dataset``
+    like RecBole's ``run_recbole``.
 
     ``nproc`` / ``world_size`` / ``ip`` / ``port`` / ``offset`` (arguments, config keys or
     ``--key=value``) mean what they mean in RecBole's ``run``: with ``nproc`` > 1 or ``world_size``
@@ -114,7 +114,7 @@ def _prepare(config):
     train_data, valid_data, test_data = data_preparation(config, data)
     fix_eval_candidates(config["seed"], valid_data, test_data, seen_items=getattr(data, "seen_items", None))
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
-    net = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    net = config.model_class(config, train_data._dataset).to(config["device"])  # a name or a class was given
     logger.info(net)
     return train_data, valid_data, test_data, net
 

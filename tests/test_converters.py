@@ -27,6 +27,9 @@ BEHAVIORS = [
 ]
 
 
+# The synthetic catalogues hold a few dozen items: too few for the default 99 distinct negatives.
+UNI19 = {"split": {"LS": "valid_and_test"}, "order": "TO", "group_by": "user", "mode": "uni19"}
+
 def write_mind(folder, news=NEWS, behaviors=BEHAVIORS, bad_bytes=True):
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "news.tsv").write_text("\n".join(news) + "\n", encoding="utf-8")
@@ -96,7 +99,7 @@ def test_mind_converted_data_runs_sasrec_and_llmtrsr(tmp_path, tiny_llm):
     synthetic_mind(tmp_path / "raw")
     mind.convert(tmp_path / "raw", tmp_path / "out", "mind", user_core=5)
     cfg = base_config(tmp_path / "out", tmp_path, load_col={"inter": ["user_id", "item_id", "timestamp"]},
-                      ITEM_TEXT_FIELDS=["title", "category", "subcategory"], epochs=1)
+                      ITEM_TEXT_FIELDS=["title", "category", "subcategory"], epochs=1, eval_args=UNI19)
     sasrec = run("SASRec", "mind", config_dict=cfg)
     assert 0 <= sasrec["test_result"]["ndcg@10"] <= 1
     llm = llm_config(tmp_path / "out", tmp_path, tiny_llm, subset_users=None, subset_history=None,
@@ -185,7 +188,7 @@ def test_amazon_converted_data_runs_sasrec_and_llmtrsr(tmp_path, tiny_llm):
     (raw / "sessions_train.csv").write_text(sessions)
     amazon_m2.convert(raw, tmp_path / "out", "amazon-m2")
     cfg = base_config(tmp_path / "out", tmp_path, load_col={"inter": ["user_id", "item_id", "timestamp"]},
-                      ITEM_TEXT_FIELDS=["title", "brand", "color"])
+                      ITEM_TEXT_FIELDS=["title", "brand", "color"], eval_args=UNI19)
     assert 0 <= run("SASRec", "amazon-m2", config_dict=cfg)["test_result"]["ndcg@10"] <= 1
     llm = llm_config(tmp_path / "out", tmp_path, tiny_llm, subset_users=None, subset_history=None,
                      load_col={"inter": ["user_id", "item_id", "timestamp"]},

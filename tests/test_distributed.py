@@ -48,8 +48,10 @@ def test_two_processes_train_one_replica_and_gather_the_metrics_of_one_process(d
     for name, value in one["test_result"].items():
         assert two["test_result"][name] == pytest.approx(value, abs=1e-4)
     assert sorted(two["per_user"]["users"]) == sorted(one["per_user"]["users"])  # every user once, none padded in
-    by_user = dict(zip(one["per_user"]["users"], one["per_user"]["ranks"]))
-    assert {u: r for u, r in zip(two["per_user"]["users"], two["per_user"]["ranks"])} == by_user
+    def by_user(r):
+        return dict(zip(r["per_user"]["users"], zip(r["per_user"]["greater"], r["per_user"]["ties"])))
+
+    assert by_user(two) == by_user(one)
 
 
 def test_a_baseline_runs_on_two_processes(data_root, tmp_path):

@@ -3,13 +3,13 @@ import numpy as np
 import pytest
 
 from conftest import DATASET, base_config, llm_config
-from recbole_trsr.evaluation import bootstrap_ci, paired_bootstrap, per_user_metrics
+from recbole_trsr.evaluation import PROTOCOL, bootstrap_ci, paired_bootstrap, per_user_metrics
 from recbole_trsr.evaluation import report
 from recbole_trsr.quick_start import run
 
 
-def test_per_user_metrics_from_ranks():
-    m = per_user_metrics([1, 3, 0, 10], ks=[3, 10])
+def test_per_user_metrics_without_ties():
+    m = per_user_metrics(greater=[0, 2, 10, 9], ties=[1, 1, 1, 1], ks=[3, 10])
     assert m["recall@3"].tolist() == [1, 1, 0, 0]
     assert m["recall@10"].tolist() == [1, 1, 0, 1]
     assert m["mrr@3"].tolist() == pytest.approx([1, 1 / 3, 0, 0])
@@ -46,7 +46,18 @@ def test_paired_bootstrap_finds_a_real_difference_and_no_fake_one():
 
 
 def _row(name, users, ranks, candidates, **extra):
-    return {"name": name, "per_user": {"users": users, "ranks": ranks, "candidates": candidates, "k": 10}, **extra}
+    """A recorded row whose positives stand at ``ranks`` (0: below the top 10), without ties."""
+    greater = [r - 1 if r else 10 for r in ranks]
+    return {"name": name, "per_user": {"users": users, "greater": greater, "ties": [1] * len(ranks),
+                                       "candidates": candidates, "k": 10, "protocol": PROTOCOL}, **extra}
+
+
+def test_a_row_recorded_under_the_old_tie_rule_is_refused_and_read_only_for_its_shift():
+    old = {"name": "old", "per_user": {"users": [1, 2], "ranks": [3, 0], "candidates": ["x", "y"], "k": 10}}
+    with pytest.raises(report.OldProtocol, match="evaluate it again"):
+        report.outcomes(old)
+    greater, ties = report.legacy_outcomes(old)
+    assert greater.tolist() == [2, 10] and ties.tolist() == [1, 1]
 
 
 def test_report_refuses_rows_ranked_against_other_candidates():
@@ -116,28 +127,6 @@ def test_a_checkpoint_reevaluated_on_validation_gives_the_runs_validation(data_r
         evaluate_checkpoint("SASRec", DATASET, result["checkpoint"], config_dict=config, split="train")
 
 
-def test_fixed_candidates_do_not_move_the_global_random_state():
-    from recbole_trsr.evaluation import FixedCandidatesSampler
-
-    class Inner:
-        phase = "test"
-
-        def sample_by_key_ids(self, key_ids, num):
-            import torch
-            return torch.from_numpy(np.random.randint(1, 1000, size=len(key_ids) * num))
-
-    sampler = FixedCandidatesSampler(Inner(), seed=7)
-    np.random.seed(3)
-    first = sampler.sample_by_user_ids(np.array([5, 9]), None, 4)
-    after = np.random.random()
-    np.random.seed(123)
-    second = sampler.sample_by_user_ids(np.array([9, 5]), None, 4)  # other batch order, other global state
-    np.random.seed(3)
-    assert np.random.random() == after
-    assert first.view(4, 2)[:, 0].tolist() == second.view(4, 2)[:, 1].tolist()
-    assert first.view(4, 2)[:, 1].tolist() == second.view(4, 2)[:, 0].tolist()
-
-
 def _write_plain_dataset(root, name="plain-shop"):
     """A dataset no YAML describes: user_id, item_id, timestamp and a text-rich .item file."""
     folder = root / name
@@ -158,14 +147,15 @@ def test_a_dataset_without_yaml_runs_for_a_baseline_and_for_llmtrsr(tmp_path, ti
     root = tmp_path / "data"
     name = _write_plain_dataset(root)
     plain = {"data_path": str(root), "checkpoint_dir": str(tmp_path / "saved"), "epochs": 1}
+    with pytest.raises(ValueError, match="99 distinct negatives"):  # the default uni99 on 40 items
+        run("SASRec", name, config_dict=dict(plain, hidden_size=16, inner_size=32, n_layers=1))
+    plain["eval_args"] = {"split": {"LS": "valid_and_test"}, "order": "TO", "group_by": "user", "mode": "uni9"}
     result = run("SASRec", name, config_dict=dict(plain, hidden_size=16, inner_size=32, n_layers=1))
     assert result["test_result"]["ndcg@10"] >= 0
     llm = run("LLMTRSR", name, config_dict=dict(plain, llm_path=str(tiny_llm), llm_dtype="float32",
                                                 trsr_cache_dir=str(tmp_path / "cache"), summary_progress=False,
                                                 block_size=4, recent_items=3, summary_max_new_tokens=4,
-                                                train_targets_per_user=1, test_users=4,
-                                                eval_args={"split": {"LS": "valid_and_test"}, "order": "TO",
-                                                           "group_by": "user", "mode": "uni9"}))
+                                                train_targets_per_user=1, test_users=4))
     assert len(llm["per_user"]["users"]) == 4
 
 

@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from recbole_trsr.evaluation.history_signal import FEATURES, FeatureReader, ItemSignals, example_features, target_rank
+from recbole_trsr.evaluation import rank_counts
+from recbole_trsr.evaluation.history_signal import FEATURES, FeatureReader, ItemSignals, example_features
 from recbole_trsr.summarize.co_watched import item_cosine
 
 
@@ -25,7 +26,7 @@ def test_features_read_only_items_before_the_example():
     assert base[0, col["recent_year"]] == pytest.approx(-0.2)     # 2000 vs median 1998
 
 
-def test_reader_uses_an_informative_feature_and_ties_count_against_the_target():
+def test_reader_uses_an_informative_feature_and_ranks_ties_by_the_shared_rule():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(2000, len(FEATURES)))
     y = (x[:, FEATURES.index("older_cooc")] + 0.3 * rng.normal(size=2000) > 0).astype(float)
@@ -34,8 +35,8 @@ def test_reader_uses_an_informative_feature_and_ties_count_against_the_target():
     groups = [rng.normal(size=(5, len(FEATURES))) for _ in range(200)]
     for g in groups:
         g[0, FEATURES.index("older_cooc")] = 3.0         # the target stands out on that feature only
-    assert np.mean([target_rank(with_it.score(g)) for g in groups]) < 1.05
-    assert np.mean([target_rank(without.score(g)) for g in groups]) > 2.0
-    assert target_rank([0.5, 0.5, 0.1]) == 2
+    assert np.mean([rank_counts(with_it.score(g), 0)[0] for g in groups]) < 0.05  # candidates above the target
+    assert np.mean([rank_counts(without.score(g), 0)[0] for g in groups]) > 1.0
+    assert rank_counts([0.5, 0.5, 0.1], 0) == (0, 2)  # a tie: ranks 1-2 by expectation, no longer 2
     with pytest.raises(ValueError, match="unknown feature"):
         FeatureReader(["older_plot"])

@@ -1,8 +1,9 @@
-"""Evaluation that a comparison can trust: the same sampled candidates for every model, each
-test user's outcome recorded, and bootstrap confidence intervals over test users."""
-from recbole_trsr.evaluation.bootstrap import bootstrap_ci, paired_bootstrap, per_user_metrics
+"""Evaluation that a comparison can trust: the same sampled candidates for every model, one neutral
+tie rule, each test user's outcome recorded, and bootstrap confidence intervals over test users."""
+from recbole_trsr.evaluation.bootstrap import bootstrap_ci, paired_bootstrap
 from recbole_trsr.evaluation.candidates import FixedCandidatesSampler, fix_eval_candidates, sampled_candidates
-from recbole_trsr.evaluation.per_user import PerUserRecorder
+from recbole_trsr.evaluation.per_user import PROTOCOL, PerUserRecorder
+from recbole_trsr.evaluation.ties import per_user_metrics, rank_counts
 
-__all__ = ["FixedCandidatesSampler", "PerUserRecorder", "bootstrap_ci", "fix_eval_candidates", "paired_bootstrap",
-           "per_user_metrics", "sampled_candidates"]
+__all__ = ["FixedCandidatesSampler", "PROTOCOL", "PerUserRecorder", "bootstrap_ci", "fix_eval_candidates",
+           "paired_bootstrap", "per_user_metrics", "rank_counts", "sampled_candidates"]

@@ -1,7 +1,7 @@
-"""Per-user ranking metrics and bootstrap confidence intervals over test users.
+"""Bootstrap confidence intervals over test users.
 
-With one held-out item per user, the positive's rank r (0 = outside the top K) gives every metric:
-Recall@k = [r <= k], MRR@k = 1/r, NDCG@k = 1/log2(r + 1) (for 0 < r <= k, else 0); their means
+Per-user metrics come from :func:`recbole_trsr.evaluation.ties.per_user_metrics` (each user's
+positive, the candidates above it and those tied with it; ties ranked by expectation); their means
 over users are RecBole's Recall, MRR and NDCG. Intervals are percentile bootstraps over users
 (users resampled with replacement); the paired version resamples the same users for both models,
 so what two models share (hard users, easy users) cancels out of their difference.
@@ -9,19 +9,6 @@ so what two models share (hard users, easy users) cancels out of their differenc
 import numpy as np
 
 METRICS = ("recall", "mrr", "ndcg")
-
-
-def per_user_metrics(ranks, ks):
-    """``{"recall@k": array, "mrr@k": ..., "ndcg@k": ...}`` for each k, one value per user."""
-    ranks = np.asarray(ranks, dtype=np.float64)
-    out = {}
-    for k in ks:
-        hit = (ranks > 0) & (ranks <= k)
-        safe = np.where(hit, ranks, 1.0)
-        out[f"recall@{k}"] = hit.astype(np.float64)
-        out[f"mrr@{k}"] = np.where(hit, 1.0 / safe, 0.0)
-        out[f"ndcg@{k}"] = np.where(hit, 1.0 / np.log2(safe + 1.0), 0.0)
-    return out
 
 
 def _resampled_means(values, n_boot, seed):

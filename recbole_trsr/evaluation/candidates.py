@@ -3,8 +3,10 @@
 RecBole's evaluation loaders draw each batch's negatives from numpy's global random state when the
 batch is built, i.e. after training: SASRec and an LLM leave that state in different places (and may
 use different ``eval_batch_size``), so in RecBole the "same" uni99 protocol ranks each model against
-different negatives. :class:`FixedCandidatesSampler` draws a user's negatives from a generator seeded
-by (seed, phase, user), so every model of a comparison sees identical candidates.
+different negatives. RecBole also draws them with replacement and excludes only the items of earlier
+phases, so a user's 20 negatives can repeat an item or be the positive itself.
+:class:`FixedCandidatesSampler` draws a user's negatives from a generator seeded by (seed, phase,
+user) alone: N distinct items, never the positive, never an item the user had before it.
 
 The items excluded from a user's negatives must be the same for every model too. RecBole takes them
 from the splits it samples for, after the plugin's draws: ``train_users`` would shrink them, and a
@@ -19,35 +21,59 @@ import torch
 
 
 class FixedCandidatesSampler:
-    """Wraps RecBole's evaluation ``Sampler`` (one phase); negatives per user are a function of
-    (``seed``, phase, user). Items the phase excludes for the user are excluded as before."""
+    """Wraps RecBole's evaluation ``Sampler`` (one phase): a user's negatives are ``num`` distinct items
+    drawn by a generator seeded with (``seed``, phase, user), uniformly (or by training popularity
+    when the phase's distribution is ``popularity``) among the items that are neither the positive
+    nor one the phase excludes for the user (``used_ids``)."""
 
     def __init__(self, sampler, seed):
         self._sampler = sampler
         self._seed = int(seed)
+        self._weights = None
+        if getattr(sampler, "distribution", "uniform") == "popularity":
+            counts = np.bincount(np.asarray(sampler._get_candidates_list(), dtype=np.int64), minlength=sampler.item_num)
+            self._weights = counts.astype(np.float64)
+            self._weights[0] = 0.0  # the padding id
 
     def __getattr__(self, name):
         return getattr(self._sampler, name)
 
     def _user_seed(self, user):
         digest = hashlib.sha256(f"{self._seed}:{self._sampler.phase}:{int(user)}".encode()).digest()
-        return int.from_bytes(digest[:4], "little")
+        return int.from_bytes(digest[:8], "little")
 
-    def sample_by_key_ids(self, key_ids, num):
-        """RecBole's layout: value j*len(key_ids) + i is the j-th sample of key i."""
-        key_ids = np.asarray(key_ids)
-        out = np.empty((num, len(key_ids)), dtype=np.int64)
-        state = np.random.get_state()  # RecBole's sampler draws from the global state: keep the caller's
-        try:
-            for i, key in enumerate(key_ids):
-                np.random.seed(self._user_seed(key))
-                out[:, i] = self._sampler.sample_by_key_ids(key_ids[i:i + 1], num).numpy()
-        finally:
-            np.random.set_state(state)
-        return torch.from_numpy(out.reshape(-1))
+    def negatives(self, user, positive, num):
+        """``num`` distinct negatives of ``user`` whose positive is ``positive`` (a numpy int64 array)."""
+        excluded = set(self._sampler.used_ids[int(user)]) | {int(positive), 0}
+        n_items = int(self._sampler.item_num)
+        available = n_items - len(excluded)
+        if available < num:
+            raise ValueError(f"user {int(user)} ({self._sampler.phase}): only {available} items are neither the "
+                             f"positive nor seen before it, {num} distinct negatives were asked for")
+        rng = np.random.default_rng(self._user_seed(user))
+        if self._weights is not None:
+            allowed = np.setdiff1d(np.arange(n_items), np.fromiter(excluded, dtype=np.int64))
+            p = self._weights[allowed]
+            if np.count_nonzero(p) < num:
+                raise ValueError(f"user {int(user)} ({self._sampler.phase}): fewer than {num} unseen items have "
+                                 "training interactions to draw popularity negatives from")
+            return rng.choice(allowed, size=num, replace=False, p=p / p.sum()).astype(np.int64)
+        chosen = []
+        while len(chosen) < num:  # rejection: cheap while the user has seen a small part of the catalogue
+            for item in rng.integers(1, n_items, size=2 * num).tolist():
+                if item not in excluded:
+                    excluded.add(item)
+                    chosen.append(item)
+                    if len(chosen) == num:
+                        break
+        return np.asarray(chosen, dtype=np.int64)
 
     def sample_by_user_ids(self, user_ids, item_ids, num):
-        return self.sample_by_key_ids(user_ids, num)
+        """RecBole's layout: value j*len(user_ids) + i is the j-th negative of row i."""
+        out = np.empty((num, len(user_ids)), dtype=np.int64)
+        for i, (user, positive) in enumerate(zip(np.asarray(user_ids), np.asarray(item_ids))):
+            out[:, i] = self.negatives(user, positive, num)
+        return torch.from_numpy(out.reshape(-1))
 
 
 def fix_eval_candidates(seed, *loaders, seen_items=None):

@@ -95,9 +95,3 @@ class FeatureReader:
         x = np.asarray(x, dtype=np.float64)[:, self.columns]
         return np.hstack([(x - self.mean) / self.scale, np.ones((len(x), 1))]) @ self.weights
 
-
-def target_rank(scores, target_index=0):
-    """1-based rank of the target among the candidates; a tie counts against the target."""
-    scores = np.asarray(scores)
-    others = np.delete(scores, target_index)
-    return 1 + int(np.sum(others >= scores[target_index]))

@@ -1,23 +1,31 @@
-"""Each test user's outcome from a RecBole evaluation: the positive's rank within the top K and a
-fingerprint of the candidates it was ranked against (to prove models saw the same ones)."""
+"""Each test user's outcome from a RecBole evaluation: how many candidates beat its positive, how many
+tie with it, and a fingerprint of the candidates it was ranked against (to prove models saw the same)."""
 import hashlib
 
 import numpy as np
 import torch
 
+from recbole_trsr.evaluation.ties import tie_counts
+
+#: What a recorded outcome means; rows recorded under another protocol are not compared with these.
+#: "tie-aware-v1": ties ranked by expectation (``ties.py``), 1 + N distinct negatives per user.
+PROTOCOL = "tie-aware-v1"
+
 
 class PerUserRecorder:
-    """Records, for every user a RecBole trainer evaluates, ``rank`` (1..K of its positive item,
-    0 = not in the top K) and ``candidates`` (a hash of the sampled candidate set; "" in full ranking).
+    """Records, for every user a RecBole trainer evaluates, ``greater`` (candidates scored strictly above
+    its positive), ``ties`` (candidates scored the same, the positive included) and ``candidates`` (a
+    hash of the sampled candidate set; "" in full ranking).
 
-    The rank uses ``torch.topk`` on the very score tensor RecBole's collector ranks, so the mean of
-    the per-user metrics equals RecBole's reported metrics. Leave-one-out only: one positive per user.
+    The counts come from the very score tensor RecBole's collector ranks, under the same tie rule
+    (:mod:`recbole_trsr.evaluation.ties`), so the mean of the per-user metrics equals RecBole's
+    reported metrics. Leave-one-out only: one positive per user.
     Use: ``PerUserRecorder(trainer, user_field, k).attach()`` before ``trainer.evaluate(test_data)``.
     """
 
     def __init__(self, trainer, user_field, k):
         self.trainer, self.user_field, self.k = trainer, user_field, int(k)
-        self.users, self.ranks, self.candidates = [], [], []
+        self.reset()
 
     def attach(self):
         for name in ("_neg_sample_batch_eval", "_full_sort_batch_eval"):
@@ -25,7 +33,7 @@ class PerUserRecorder:
         return self
 
     def reset(self):
-        self.users, self.ranks, self.candidates = [], [], []
+        self.users, self.greater, self.ties, self.candidates = [], [], [], []
 
     def _recording(self, eval_func, sampled):
         def wrapped(batched_data):
@@ -42,21 +50,22 @@ class PerUserRecorder:
             else:
                 row_users = users
                 self.candidates += [""] * n_rows
-            positive = torch.empty(n_rows, dtype=torch.long).index_copy_(0, positive_u.cpu(), positive_i.cpu())
-            top = torch.topk(scores, min(self.k, scores.shape[1]), dim=-1).indices.cpu()
-            hit = top.eq(positive[:, None])
-            self.ranks += torch.where(hit.any(1), hit.float().argmax(1) + 1, 0).tolist()
+            rows = positive_u.cpu()
+            greater, ties = (torch.empty(n_rows, dtype=torch.long).index_copy_(0, rows, c.cpu())
+                             for c in tie_counts(scores, positive_u, positive_i))
+            self.greater += greater.tolist()
+            self.ties += ties.tolist()
             self.users += row_users.tolist()
             return interaction, scores, positive_u, positive_i
 
         return wrapped
 
     def result(self):
-        """``{"users", "ranks", "candidates", "k"}`` (lists in evaluation order)."""
-        return {"users": list(self.users), "ranks": list(self.ranks), "candidates": list(self.candidates), "k": self.k}
+        """``{"users", "greater", "ties", "candidates", "k", "protocol"}`` (lists in evaluation order)."""
+        return {"users": list(self.users), "greater": list(self.greater), "ties": list(self.ties),
+                "candidates": list(self.candidates), "k": self.k, "protocol": PROTOCOL}
 
 
 def candidate_fingerprint(items):
     """A short hash of one user's candidate items (a 1-d tensor, positive included)."""
-    # Negatives are drawn with replacement (RecBole's uniform sampler), so the multiset is hashed.
     return hashlib.sha1(np.sort(items.numpy()).astype(np.int64).tobytes()).hexdigest()[:16]

@@ -6,22 +6,49 @@ A *row* is the dict :func:`recbole_trsr.quick_start.run` returns (``per_user`` i
 """
 import numpy as np
 
-from recbole_trsr.evaluation.bootstrap import bootstrap_ci, paired_bootstrap, per_user_metrics
+from recbole_trsr.evaluation.bootstrap import bootstrap_ci, paired_bootstrap
+from recbole_trsr.evaluation.per_user import PROTOCOL
+from recbole_trsr.evaluation.ties import per_user_metrics
 
 
 class CandidateMismatch(ValueError):
     """Two rows were not evaluated on the same users and sampled candidates."""
 
 
-def aligned_metrics(row, users, ks):
-    """Per-user metrics of ``row`` in the order of ``users`` (which it must all hold)."""
+class OldProtocol(ValueError):
+    """A row was recorded under an earlier evaluation protocol (ties in index order, negatives that
+    could repeat or be the positive); it must be evaluated again before it is compared."""
+
+
+def outcomes(row):
+    """``(greater, ties)`` arrays of a row recorded under :data:`PROTOCOL`."""
     per_user = row["per_user"]
-    index = {u: i for i, u in enumerate(per_user["users"])}
+    if per_user.get("protocol") != PROTOCOL:
+        raise OldProtocol(f"{row.get('name', row.get('model'))}: recorded under protocol "
+                          f"{per_user.get('protocol', 'topk-index-order (before tie-aware-v1)')!r}, not {PROTOCOL!r}: "
+                          "evaluate it again (benchmarks/quality.py reruns such rows)")
+    return np.asarray(per_user["greater"]), np.asarray(per_user["ties"])
+
+
+def legacy_outcomes(row):
+    """``(greater, ties)`` of a row of either protocol; an old row's rank r (0: outside its top k) is
+    read as r - 1 candidates above and no tie, which is what its ranking made of it."""
+    per_user = row["per_user"]
+    if per_user.get("protocol") == PROTOCOL:
+        return outcomes(row)
+    ranks = np.asarray(per_user["ranks"])
+    return np.where(ranks > 0, ranks - 1, int(per_user["k"])), np.ones_like(ranks)
+
+
+def aligned_metrics(row, users, ks, read=outcomes):
+    """Per-user metrics of ``row`` in the order of ``users`` (which it must all hold)."""
+    index = {u: i for i, u in enumerate(row["per_user"]["users"])}
     missing = [u for u in users if u not in index]
     if missing:
         raise CandidateMismatch(f"{row['name']}: {len(missing)} test users of the baseline were not evaluated")
-    ranks = np.asarray(per_user["ranks"])[[index[u] for u in users]]
-    return per_user_metrics(ranks, ks)
+    order = [index[u] for u in users]
+    greater, ties = read(row)
+    return per_user_metrics(greater[order], ties[order], ks)
 
 
 def check_same_candidates(rows):
@@ -42,7 +69,7 @@ def check_same_candidates(rows):
 
 def check_matches_recbole(row, ks, tol=1e-4):
     """The per-user metrics average to RecBole's own reported test metrics (guards the recording)."""
-    metrics = per_user_metrics(row["per_user"]["ranks"], ks)
+    metrics = per_user_metrics(*outcomes(row), ks)
     for name, values in metrics.items():
         reported = (row.get("test_result") or {}).get(name)
         if reported is not None and abs(float(values.mean()) - float(reported)) > tol:

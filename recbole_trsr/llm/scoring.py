@@ -11,6 +11,10 @@ the equivalence tests compare against). ``benchmarks/scoring.py`` measures the t
 
 Only the decoder runs over the sequence; the answer positions' hidden states are projected
 onto the two answer-token rows of the output embedding (or the full vocabulary for SFT).
+Scores are computed in fp32 whatever the model's dtype: the last hidden state and the unembedding
+rows are cast before the product, so a bf16 model's Yes/No logits are not rounded to 8 mantissa bits
+(steps of 0.125 near a logit of 20), which made candidates tie. The cost is two rows for Yes/No;
+for a suffix's log-likelihood the vocabulary is cast in chunks (:func:`token_log_probs`).
 """
 from dataclasses import dataclass
 
@@ -41,6 +45,26 @@ def output_weight(model):
     return base_model(model).get_output_embeddings().weight
 
 
+def token_log_probs(hidden, head, targets, chunk_rows=16384):
+    """fp32 ``log P(targets[i])`` at each row of ``hidden`` ([n, hidden]) under the output layer
+    ``head``. A low-precision head is cast ``chunk_rows`` vocabulary rows at a time, so no fp32 copy of
+    the whole matrix is held (a Llama-3 vocabulary would take 2 GB)."""
+    h, weight, bias = hidden.float(), head.weight, getattr(head, "bias", None)
+    targets = torch.as_tensor(targets, device=h.device)
+    if weight.dtype == torch.float32:
+        logits = h @ weight.t() + (bias if bias is not None else 0)
+        return torch.log_softmax(logits, dim=-1).gather(1, targets[:, None])[:, 0]
+    total = None
+    for start in range(0, weight.shape[0], chunk_rows):
+        part = h @ weight[start:start + chunk_rows].float().t()
+        if bias is not None:
+            part = part + bias[start:start + chunk_rows].float()
+        part = part.logsumexp(-1)
+        total = part if total is None else torch.logaddexp(total, part)
+    own = (h * weight[targets].float()).sum(-1) + (bias[targets].float() if bias is not None else 0)
+    return own - total
+
+
 class AnswerScorer:
     """Hidden states (and Yes/No logits) at the answer position of prefix + suffix prompts."""
 
@@ -62,10 +86,10 @@ class AnswerScorer:
         self.batch_max_tokens = batch_max_tokens
 
     def yes_no_logits(self, groups):
-        """[n_candidates, 2] logits of (Yes, No), candidates in group order."""
+        """[n_candidates, 2] fp32 logits of (Yes, No), candidates in group order."""
         hidden = self.answer_hidden(groups)
         weight = output_weight(self.model)[self.answer_ids.to(hidden.device)]
-        return hidden @ weight.t().to(hidden.dtype)
+        return hidden.float() @ weight.float().t()
 
     def vocab_logits(self, groups):
         """[n_candidates, vocab] logits at the answer position (for SFT)."""
@@ -92,15 +116,13 @@ class AnswerScorer:
         return torch.stack(out)
 
     def suffix_log_likelihood(self, groups):
-        """[n_candidates] mean log-probability of each suffix's tokens given its prefix."""
+        """[n_candidates] mean fp32 log-probability of each suffix's tokens given its prefix."""
         suffix_of = [s for g in groups for s in g.suffixes]
         head = base_model(self.model).get_output_embeddings()
         if self._use_kv():
             out = []
             for cand, hidden in enumerate(self._kv_suffix_hidden(groups, with_prefix_last=True)):
-                logp = torch.log_softmax(head(hidden[:-1]).float(), dim=-1)
-                target = torch.tensor(suffix_of[cand], device=logp.device)
-                out.append(logp.gather(1, target[:, None]).mean())
+                out.append(token_log_probs(hidden[:-1], head, suffix_of[cand]).mean())
             return torch.stack(out)
         rows = self._rows(groups)
         out = [None] * len(suffix_of)
@@ -108,9 +130,7 @@ class AnswerScorer:
             hidden = self._forward(batch)
             for b, row in enumerate(batch):
                 for cand, positions in row["spans"]:
-                    logp = torch.log_softmax(head(hidden[b, positions]).float(), dim=-1)
-                    target = torch.tensor(suffix_of[cand], device=logp.device)
-                    out[cand] = logp.gather(1, target[:, None]).mean()
+                    out[cand] = token_log_probs(hidden[b, positions], head, suffix_of[cand]).mean()
         return torch.stack(out)
 
     def _embed(self, ids):

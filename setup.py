@@ -31,9 +31,9 @@ RECBOLE_RUNTIME = [  # recbole 1.2.1's Requires-Dist, less ray; its exact colorl
 
 install_requires = RECBOLE_RUNTIME + [
     "numpy>=1.23,<3",  # numpy 2 through recbole_trsr/compat.py
-    # pandas 3's copy-on-write turns RecBole's chained `df[f].fillna(..., inplace=True)` into a
-    # no-op: empty text fields would stay NaN. 2.2.2+ runs on numpy 2 and Python 3.10-3.13.
-    "pandas>=1.5,<3",
+    # pandas 3 through recbole_trsr/compat.py (RecBole's chained in-place fills and Series.agg(len));
+    # tests/test_pandas_versions.py checks the same datasets and metrics under 2.3.3 and 3.1.1.
+    "pandas>=1.5,<4",
     "torch>=2.1",
     "transformers>=5.0",
     "peft>=0.17",

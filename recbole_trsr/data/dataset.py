@@ -8,7 +8,10 @@ from recbole.data.interaction import Interaction
 from recbole.data.utils import create_dataset as recbole_create_dataset
 from recbole.utils import FeatureSource, FeatureType, ModelType, set_color
 
+from recbole_trsr.compat import patch_recbole_for_pandas3
 from recbole_trsr.data.item_text import read_header
+
+patch_recbole_for_pandas3()  # before any dataset is built (a no-op under pandas 2; see compat.py)
 
 #: Interaction field holding the target's 0-based position in its user's full, time-ordered history.
 HISTORY_POSITION_FIELD = "history_position"

@@ -11,7 +11,7 @@ The row gives the segmentation (``block_size``, ``recent_items``) and the traini
 ``train_targets_per_user``); the reader is fitted on those examples, each with ``--negatives``
 uniformly drawn unseen items, and ranks the split's candidates, which are checked against the row's
 own evaluation (candidate fingerprints in its JSON). Features and reader:
-:mod:`recbole_trsr.evaluation.history_signal`.
+:mod:`recbole_trsr.analysis.history_signal`.
 """
 import argparse
 import json
@@ -31,9 +31,9 @@ from recbole_trsr.data import HISTORY_POSITION_FIELD, ItemTextTable, create_data
 from recbole_trsr.data.negatives import TrainingNegatives
 from recbole_trsr.evaluation import (bootstrap_ci, fix_eval_candidates, paired_bootstrap, per_user_metrics, rank_counts,
                                      sampled_candidates)
-from recbole_trsr.evaluation.history_signal import FeatureReader, ItemSignals, example_features
+from recbole_trsr.analysis.history_signal import FeatureReader, ItemSignals, example_features
 from recbole_trsr.evaluation.per_user import candidate_fingerprint
-from recbole_trsr.summarize.co_watched import item_cosine
+from recbole_trsr.analysis.co_watched import item_cosine
 
 RECENT = ["recent_genre", "recent_year", "recent_cooc"]
 OLDER = ["older_genre", "older_year", "older_cooc"]
@@ -130,7 +130,7 @@ def main():
                f"python benchmarks/history_signal.py {args.profile} --row {args.row} --split {args.split}"
                + "".join(f" --{k} {v}" for k, v in vars(args).items()
                          if k in ("negatives", "genre_field", "title_field") and v != parser.get_default(k)),
-               f"A logistic reader (recbole_trsr/evaluation/history_signal.py) fitted on "
+               f"A logistic reader (recbole_trsr/analysis/history_signal.py) fitted on "
                f"{len(x_train) // (args.negatives + 1)} training examples of {args.row} ({args.negatives} uniform "
                "negatives each), ranking the row's own candidates; 95% bootstrap CIs over users, paired "
                f"differences. The genre lens reads the words of the `{args.genre_field}` field, the year lens "

@@ -10,7 +10,7 @@ target's and the negatives', and whether the call that made it only copied a sum
 
 Run it after the rows (``benchmarks/quality.py``): it builds each row's model as the row did, so
 the summaries come from the store; any missing one is generated first, as the row's own run would. The statistics are defined in
-:mod:`recbole_trsr.evaluation.summary_content`.
+:mod:`recbole_trsr.analysis.summary_content`.
 """
 import argparse
 import logging
@@ -22,7 +22,7 @@ from common import record, row_settings
 
 from recbole_trsr.config import TRSRConfig
 from recbole_trsr.evaluation import sampled_candidates
-from recbole_trsr.evaluation.summary_content import (GenreMatcher, content_table, summary_content, word_content,
+from recbole_trsr.analysis.summary_content import (GenreMatcher, content_table, summary_content, word_content,
                                                       word_table)
 from recbole_trsr.quick_start import _prepare
 

@@ -5,7 +5,7 @@
 
 Run it after the row (``benchmarks/quality.py``): the row's checkpoint is evaluated on ``--split`` with
 every user's summary replaced by another user's, then by none (see
-:mod:`recbole_trsr.evaluation.summary_reliance`), and compared, paired, with the row's own outcome on
+:mod:`recbole_trsr.analysis.summary_reliance`), and compared, paired, with the row's own outcome on
 that split (its JSON; for valid, ``quality.py --valid`` computes and keeps it). Each replacement is one
 evaluation of the split (about 7 minutes for 600 users of ml-100k-plot on 2 cores, bf16).
 """
@@ -22,7 +22,7 @@ from common import record
 from recbole_trsr.config import TRSRConfig
 from recbole_trsr.data.dataset import training_positions
 from recbole_trsr.evaluation import report
-from recbole_trsr.evaluation.summary_reliance import REPLACEMENTS, ReplacedSummaries
+from recbole_trsr.analysis.summary_reliance import REPLACEMENTS, ReplacedSummaries
 from recbole_trsr.quick_start import _prepare, evaluate_weights
 from recbole_trsr.sr_model import attach_sr_models
 

@@ -7,7 +7,7 @@ from conftest import DATASET, llm_config
 from recbole_trsr.config import TRSRConfig
 from recbole_trsr.data import create_dataset
 from recbole_trsr.model.llmtrsr import LLMTRSR
-from recbole_trsr.summarize.co_watched import CoWatchedSummaries, item_cosine
+from recbole_trsr.analysis.co_watched import CoWatchedSummaries, item_cosine
 from recbole_trsr.summarize.pipeline import needed_positions
 
 

@@ -8,7 +8,7 @@ from conftest import DATASET, llm_config
 from recbole_trsr.config import TRSRConfig
 from recbole_trsr.data import create_dataset
 from recbole_trsr.model.llmtrsr import LLMTRSR
-from recbole_trsr.summarize.field_counts import FieldCountSummaries
+from recbole_trsr.analysis.field_counts import FieldCountSummaries
 
 
 def test_counts_cover_only_the_blocks_before_the_recent_window(data_root, tmp_path, tiny_llm):

@@ -217,3 +217,20 @@ def test_the_package_has_no_import_cycles():
     for module in sorted(graph):
         if module not in state:
             visit(module)
+
+
+def test_the_product_path_never_imports_the_research_diagnostics():
+    """``recbole_trsr/analysis/`` holds the diagnostics; what decides a published number must not
+    depend on them. The reference summaries are reached by name only, and every name resolves."""
+    import importlib
+
+    from recbole_trsr.summarize.pipeline import REFERENCE_SUMMARIES
+
+    graph = _package_imports()
+    assert "recbole_trsr.analysis.co_watched" in graph  # the walk sees the package
+    offenders = {m: sorted(d for d in deps if d.startswith("recbole_trsr.analysis"))
+                 for m, deps in graph.items() if not m.startswith("recbole_trsr.analysis")}
+    assert {m: d for m, d in offenders.items() if d} == {}
+    for target in REFERENCE_SUMMARIES.values():
+        module, name = target.split(":")
+        assert module.startswith("recbole_trsr.analysis.") and callable(getattr(importlib.import_module(module), name))

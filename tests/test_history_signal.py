@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from recbole_trsr.evaluation import rank_counts
-from recbole_trsr.evaluation.history_signal import FEATURES, FeatureReader, ItemSignals, example_features
-from recbole_trsr.summarize.co_watched import item_cosine
+from recbole_trsr.analysis.history_signal import FEATURES, FeatureReader, ItemSignals, example_features
+from recbole_trsr.analysis.co_watched import item_cosine
 
 
 def _signals(n_items=12):

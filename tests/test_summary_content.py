@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from recbole_trsr.evaluation.summary_content import (GenreMatcher, content_table, content_words, summary_content,
+from recbole_trsr.analysis.summary_content import (GenreMatcher, content_table, content_words, summary_content,
                                                       word_content, word_table)
 
 GENRES = ["Action", "Children's", "Comedy", "Drama", "Sci-Fi", "News", "War"]

@@ -7,7 +7,7 @@ from conftest import DATASET, llm_config
 from recbole_trsr.config import TRSRConfig
 from recbole_trsr.data import create_dataset
 from recbole_trsr.data.dataset import training_positions
-from recbole_trsr.evaluation.summary_reliance import ReplacedSummaries
+from recbole_trsr.analysis.summary_reliance import ReplacedSummaries
 from recbole_trsr.model.llmtrsr import LLMTRSR
 
 

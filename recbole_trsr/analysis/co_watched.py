@@ -86,3 +86,12 @@ class CoWatchedSummaries:
             return ""
         n = self.blocks_covered(position) * self.block_size
         return f"Often chosen by users who chose the {n} earlier items: " + "; ".join(self.item_text(i) for i in items)
+
+
+def from_config(config, dataset, item_text):
+    """``summary_paradigm: co_watched`` (``recbole_trsr.summarize.pipeline.REFERENCE_SUMMARIES``)."""
+    from recbole_trsr.summarize.pipeline import needed_positions
+
+    first = {u: min(ps) for u, ps in needed_positions(dataset).items()}  # users without an example count nothing
+    return CoWatchedSummaries(dataset.user_histories, first, dataset.item_num, item_text,
+                              config["summary_co_watched_items"], config["recent_items"], config["block_size"])

@@ -53,3 +53,8 @@ class FieldCountSummaries:
         ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
         return (f"{self.field} of the {n} earlier items, most frequent first: "
                 + ", ".join(f"{value} {count}" for value, count in ranked))
+
+
+def from_config(config, dataset, item_text):
+    """``summary_paradigm: field_counts`` (``recbole_trsr.summarize.pipeline.REFERENCE_SUMMARIES``)."""
+    return FieldCountSummaries(dataset, config["summary_count_field"], config["recent_items"], config["block_size"])

@@ -10,7 +10,7 @@ example covers (``older_*``: the complete blocks before the recent window,
 - ``genre``: the mean, over ``c``'s genres, of the share of context items that have the genre;
 - ``year``: minus the distance in decades between ``c``'s release year and the context's median one;
 - ``cooc``: the mean cosine similarity of ``c`` to the context items over users' co-occurrences
-  (:func:`~recbole_trsr.summarize.co_watched.item_cosine`, built from interactions that precede
+  (:func:`~recbole_trsr.analysis.co_watched.item_cosine`, built from interactions that precede
   every example it is used on).
 
 A logistic regression over a set of features is fitted on training examples and ranks the evaluation

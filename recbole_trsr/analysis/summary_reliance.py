@@ -11,7 +11,7 @@ A summary row that ties the prompt without a summary can mean either that the su
 the recent items do not already show, or that the recommender never learned to read them; this
 tells the two apart.
 """
-from recbole_trsr.evaluation.summary_content import derangement
+from recbole_trsr.analysis.summary_content import derangement
 
 REPLACEMENTS = ("swapped", "empty")
 

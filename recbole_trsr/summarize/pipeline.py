@@ -1,12 +1,17 @@
-"""Precomputing the summaries a dataset's examples need, and looking them up by example."""
+"""Precomputing the summaries a dataset's examples need, and looking them up by example.
+
+:func:`precompute_summaries` is the one place ``summary_paradigm`` is dispatched: ``none``, the LLM
+summarizer's ``hierarchical`` / ``recurrent``, or a reference summary no LLM writes (the research
+diagnostics of ``recbole_trsr/analysis/``, reached by name through :data:`REFERENCE_SUMMARIES` so
+that the product path never imports that package).
+"""
+import importlib
 import logging
 
 from recbole_trsr.data.dataset import training_positions
 from recbole_trsr.distributed import main_process_first
 from recbole_trsr.llm.generation import LLMGenerator
-from recbole_trsr.summarize.co_watched import CoWatchedSummaries
 from recbole_trsr.summarize.engines import RayEngine
-from recbole_trsr.summarize.field_counts import FieldCountSummaries
 from recbole_trsr.summarize.segment import summary_block_count
 from recbole_trsr.summarize.store import SummaryStore
 from recbole_trsr.summarize.summarizer import Summarizer
@@ -14,6 +19,13 @@ from recbole_trsr.summarize.summarizer import Summarizer
 logger = logging.getLogger(__name__)
 
 STORE_VERSION = 1
+
+#: ``summary_paradigm`` -> "module:function" building a reference summary (a research diagnostic) from
+#: ``(config, dataset, item_text)``.
+REFERENCE_SUMMARIES = {
+    "field_counts": "recbole_trsr.analysis.field_counts:from_config",
+    "co_watched": "recbole_trsr.analysis.co_watched:from_config",
+}
 
 
 class SummaryLookup:
@@ -85,8 +97,8 @@ def summarizer_settings(config, backbone_identity):
 
 def precompute_summaries(config, backbone, item_text, dataset, generate=None):
     """Generate (or resume) every summary ``dataset``'s examples need; return a :class:`SummaryLookup`
-    (:class:`NoSummaries` for ``summary_paradigm: none``; the diagnostics :class:`FieldCountSummaries` for
-    ``field_counts`` and :class:`CoWatchedSummaries` for ``co_watched``)."""
+    (:class:`NoSummaries` for ``summary_paradigm: none``; a reference summary for the diagnostics of
+    :data:`REFERENCE_SUMMARIES`)."""
     if config["summary_paradigm"] == "none":
         logger.info("summary_paradigm: none: no summaries (the prompt shows the recent items only)")
         return NoSummaries()
@@ -94,12 +106,9 @@ def precompute_summaries(config, backbone, item_text, dataset, generate=None):
         # Summaries nobody reads would cost the summarizer's whole run.
         raise ValueError(f"summary_paradigm: {config['summary_paradigm']} but prompt_template has no {{summary}}"
                          " slot: add one, or set summary_paradigm: none")
-    if config["summary_paradigm"] == "field_counts":
-        return FieldCountSummaries(dataset, config["summary_count_field"], config["recent_items"], config["block_size"])
-    if config["summary_paradigm"] == "co_watched":
-        first = {u: min(ps) for u, ps in needed_positions(dataset).items()}  # users without an example count nothing
-        return CoWatchedSummaries(dataset.user_histories, first, dataset.item_num, item_text,
-                                  config["summary_co_watched_items"], config["recent_items"], config["block_size"])
+    if config["summary_paradigm"] in REFERENCE_SUMMARIES:
+        module, builder = REFERENCE_SUMMARIES[config["summary_paradigm"]].split(":")
+        return getattr(importlib.import_module(module), builder)(config, dataset, item_text)
     with main_process_first():  # rank 0 generates and writes; the other ranks then only read the store
         return _precompute(config, backbone, item_text, dataset, generate)
 

@@ -41,6 +41,18 @@ def bos_ids(tokenizer):
     return [bos] if bos is not None and ids and ids[0] == bos else []
 
 
+def head_starts_with_bos(tokenizer, head):
+    """Whether the chat header already begins with the BOS token (Llama-2/3, Mistral and Gemma
+    templates write ``{{ bos_token }}`` themselves)."""
+    return tokenizer.bos_token_id is not None and encode(tokenizer, head)[:1] == [tokenizer.bos_token_id]
+
+
+def start_ids(tokenizer, head):
+    """A prompt's first tokens: exactly one BOS where the model expects one, then the chat header."""
+    ids = encode(tokenizer, head)
+    return ids if head_starts_with_bos(tokenizer, head) else bos_ids(tokenizer) + ids
+
+
 def answer_token_id(tokenizer, word):
     ids = encode(tokenizer, word)
     if not ids:
@@ -108,7 +120,7 @@ class PromptBuilder:
         self.no_summary_text = no_summary_text
         self.counters = Counter()
         placeholder = [tokenizer.pad_token_id] * int(soft_prompt_length)
-        self._prefix_pieces = [("text", placeholder + bos_ids(tokenizer) + encode(tokenizer, head))]
+        self._prefix_pieces = [("text", placeholder + start_ids(tokenizer, head))]
         for literal, field, _, _ in string.Formatter().parse(body_prefix):
             self._prefix_pieces.append(("text", encode(tokenizer, literal)))
             if field is not None:

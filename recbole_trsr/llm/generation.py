@@ -25,7 +25,7 @@ from transformers import DynamicCache
 from transformers.cache_utils import Cache, DynamicLayer
 
 from recbole_trsr.llm.attention import NAME as GROUPED_ATTENTION, use_attention
-from recbole_trsr.prompt import chat_frame
+from recbole_trsr.prompt import chat_frame, encode, head_starts_with_bos, start_ids
 
 logger = logging.getLogger(__name__)
 
@@ -142,8 +142,9 @@ def common_prefix_length(rows):
 class LLMGenerator:
     """Greedy batched generation: a list of prompt strings -> a list of completions.
 
-    Each prompt is wrapped in the model's chat frame; prompts over ``max_prompt_tokens`` keep their
-    last tokens (the instruction) and are counted in :attr:`n_truncated`. ``decoder``: ``loop`` or
+    Each prompt is wrapped in the model's chat frame with exactly one BOS; prompts over
+    ``max_prompt_tokens`` keep the frame and their last tokens (the instruction) and are counted in
+    :attr:`n_truncated`. ``decoder``: ``loop`` or
     ``hf`` (module docstring). The other arguments are the ``loop`` decoder's levers: ``batch_max_tokens``
     (prompt + new tokens of a batch, padding included), ``share_prefix``, ``drop_finished``,
     ``preallocate`` (the KV cache), ``prefill_max_tokens`` (a batch's prompts are prefilled in chunks of
@@ -185,7 +186,7 @@ class LLMGenerator:
     def __call__(self, prompts):
         if not prompts:
             return []
-        rows = self._encode([self.head + p + self.tail for p in prompts])
+        rows = self._encode(prompts)
         was_training = self.model.training
         self.model.eval()
         try:
@@ -203,23 +204,26 @@ class LLMGenerator:
         self.tokens_out += sum(map(len, new))
         return [self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in new]
 
-    def _encode(self, texts):
-        """Token ids per prompt; over-long ones cut on the left (keeps the instruction at the end), counted."""
+    def _encode(self, prompts):
+        """Token ids of each prompt in its chat frame, with exactly one BOS. An over-long one keeps the
+        header (BOS and chat header) and the tail, and loses the beginning of its own text, so the
+        items nearest the instruction at its end stay; counted in :attr:`n_truncated`."""
         tok = self.tokenizer
-        rows = tok(texts, add_special_tokens=True)["input_ids"]
+        # A header that begins with BOS text gets no second one from the tokenizer.
+        rows = tok([self.head + p + self.tail for p in prompts],
+                   add_special_tokens=not head_starts_with_bos(tok, self.head))["input_ids"]
         over = [i for i, r in enumerate(rows) if len(r) > self.max_prompt_tokens]
         if over:
-            side = tok.truncation_side
-            tok.truncation_side = "left"
-            try:
-                cut = tok([texts[i] for i in over], add_special_tokens=True, truncation=True,
-                          max_length=self.max_prompt_tokens)["input_ids"]
-            finally:
-                tok.truncation_side = side
-            for i, r in zip(over, cut):
-                rows[i] = r
+            head, tail = start_ids(tok, self.head), encode(tok, self.tail)
+            room = self.max_prompt_tokens - len(head) - len(tail)
+            if room < 1:
+                raise ValueError(f"summary_prompt_max_tokens={self.max_prompt_tokens} leaves no room for a prompt's "
+                                 f"text inside its chat frame ({len(head) + len(tail)} tokens)")
+            for i in over:
+                rows[i] = head + encode(tok, prompts[i])[-room:] + tail
             self.n_truncated += len(over)
-            logger.warning("summarizer: %d prompts over %d tokens were cut (counted)", len(over), self.max_prompt_tokens)
+            logger.warning("summarizer: %d prompts over %d tokens were cut inside their text (counted)",
+                           len(over), self.max_prompt_tokens)
         return rows
 
     def _batches(self, rows):

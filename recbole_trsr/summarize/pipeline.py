@@ -11,6 +11,7 @@ import logging
 from recbole_trsr.data.dataset import training_positions
 from recbole_trsr.distributed import main_process_first
 from recbole_trsr.llm.generation import LLMGenerator
+from recbole_trsr.prompt import chat_frame, head_starts_with_bos
 from recbole_trsr.summarize.engines import RayEngine
 from recbole_trsr.summarize.segment import summary_block_count
 from recbole_trsr.summarize.store import SummaryStore
@@ -77,7 +78,7 @@ def needed_positions(dataset):
     return wanted
 
 
-def summarizer_settings(config, backbone_identity):
+def summarizer_settings(config, backbone_identity, header_has_bos=False):
     settings = {
         "version": STORE_VERSION,
         "llm": backbone_identity,
@@ -92,6 +93,8 @@ def summarizer_settings(config, backbone_identity):
     }
     if config["summary_item_fields"]:  # only when set, so the stores made before the key existed still match
         settings["item_fields"] = list(config["summary_item_fields"])
+    if header_has_bos:  # Llama-2/3, Mistral, Gemma: their prompts had two BOS before; SmolLM2's and Qwen's keep their keys
+        settings["frame"] = "one-bos"
     return settings
 
 
@@ -115,7 +118,9 @@ def precompute_summaries(config, backbone, item_text, dataset, generate=None):
 
 def _precompute(config, backbone, item_text, dataset, generate):
     recent, block_size = int(config["recent_items"]), int(config["block_size"])
-    store = SummaryStore(config["trsr_cache_dir"], summarizer_settings(config, backbone.identity))
+    header = chat_frame(backbone.tokenizer, config["use_chat_template"])[0]
+    store = SummaryStore(config["trsr_cache_dir"], summarizer_settings(
+        config, backbone.identity, header_has_bos=head_starts_with_bos(backbone.tokenizer, header)))
     if generate is None:
         generate = summary_engine(config, backbone)
     templates = {k: config[f"summary_{k}_template"] for k in ("block", "merge", "recurrent")}

@@ -171,3 +171,15 @@ def test_a_state_with_generators_the_model_lacks_is_refused():
     state = capture_rng(Old())
     with pytest.raises(ValueError, match=r"generator\(s\) \['rng'\] that this model does not have.*negatives.rng"):
         restore_rng(New(), state)
+
+
+def test_a_killed_run_with_a_learning_rate_schedule_resumes_to_the_same_weights(reference, data_root, tiny_llm,
+                                                                                  tmp_path):
+    _, constant = reference
+    scheduled = dict(lr_scheduler="linear", warmup_steps=2)
+    expected = finished(child(tiny_run_config(data_root, tiny_llm, tmp_path / "whole", **scheduled)))
+    assert expected["weights"] != constant["weights"]  # the schedule changed the steps
+    config = tiny_run_config(data_root, tiny_llm, tmp_path / "killed", **scheduled)
+    assert child(config, "train_step:5").returncode == -signal.SIGKILL
+    resumed = finished(child(dict(config, resume=True)))
+    assert resumed["weights"] == expected["weights"] and resumed["test_result"] == expected["test_result"]

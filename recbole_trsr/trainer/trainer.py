@@ -22,6 +22,7 @@ from recbole_trsr.trainer.checkpoint import (load_checkpoint, model_state, plain
                                              save_checkpoint)
 from recbole_trsr.trainer.resume import (capture_rng, read_state, restore_rng, resume_path, settings_digest, wants_resume,
                                          write_state)
+from recbole_trsr.trainer.schedule import build_schedule, optimizer_steps
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +95,7 @@ class LLMTrainer(SafeCheckpointMixin, Trainer):
         self.write_states = self.supports_resume
         self.state_saves = []  # (seconds, bytes) of each resumable state written
         self._resume_point = None
+        self.lr_scheduler = None  # built in fit, when the run's length is known (trainer/schedule.py)
 
     def _build_optimizer(self, **kwargs):
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -108,6 +110,8 @@ class LLMTrainer(SafeCheckpointMixin, Trainer):
             self.model.save_adapter(kwargs.get("saved_model_file", self.saved_model_file) + ".adapter")
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
+        self.lr_scheduler = build_schedule(self.config, self.optimizer,
+                                           optimizer_steps(self.config, len(train_data), self.accumulation_steps))
         state = self._read_resumable_state()
         if state is not None and state["finished"]:
             self.logger.info(set_color("resume", "yellow") + f": training had finished ({self.state_path}); "
@@ -146,6 +150,8 @@ class LLMTrainer(SafeCheckpointMixin, Trainer):
                 if self.clip_grad_norm:
                     clip_grad_norm_(params, **self.clip_grad_norm)
                 self.optimizer.step()
+                if self.lr_scheduler is not None:
+                    self.lr_scheduler.step()
                 if hasattr(self.model, "after_optimizer_step"):
                     self.model.after_optimizer_step()  # e.g. AdaLoRA's budget update, before grads are cleared
                 self.optimizer.zero_grad()
@@ -193,6 +199,7 @@ class LLMTrainer(SafeCheckpointMixin, Trainer):
                 "epoch": int(epoch), "batches_done": int(batches_done), "loss": float(loss), "finished": finished,
                 "loader": getattr(self, "_epoch_loader_state", None), "rng": rngs, "world_size": world_size(),
                 "weights": model_state(self.model), "optimizer": self.optimizer.state_dict(),
+                "lr_scheduler": None if self.lr_scheduler is None else self.lr_scheduler.state_dict(),
                 "cur_step": int(self.cur_step), "best_valid_score": float(self.best_valid_score),
                 "best_valid_result": None if best is None else {k: float(v) for k, v in best.items()},
                 "saved_model_file": str(self.saved_model_file),
@@ -217,6 +224,11 @@ class LLMTrainer(SafeCheckpointMixin, Trainer):
                              f"with the same world size (this run has {world_size()})")
         restore_model_state(self.model, state["weights"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if (state.get("lr_scheduler") is None) != (self.lr_scheduler is None):
+            raise ValueError(f"{self.state_path} was written {'with' if state.get('lr_scheduler') else 'without'} a "
+                             "learning-rate schedule and this run has the other: resume with the same lr_scheduler")
+        if self.lr_scheduler is not None:
+            self.lr_scheduler.load_state_dict(state["lr_scheduler"])
         self.start_epoch, self.cur_step = state["epoch"], state["cur_step"]
         self.best_valid_score, self.best_valid_result = state["best_valid_score"], state["best_valid_result"]
         self.saved_model_file = state["saved_model_file"]

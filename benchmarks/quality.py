@@ -64,14 +64,18 @@ def run_row(profile, row, out_dir):
 OLD_RULE = "old-tie-rule"
 
 
-def current(path, row_name, out_dir):
-    """The row's JSON if it was recorded under :data:`PROTOCOL`; an older one is moved to
-    ``old-tie-rule/`` (kept for ``--shift``) and None is returned, so that the row is evaluated again."""
+def current(path, row_name, out_dir, move=True):
+    """The row's JSON if it was recorded under :data:`PROTOCOL`, else None. With ``move``, an older one
+    is moved to ``old-tie-rule/`` (kept for ``--shift``) so that the row is evaluated again; a report
+    (``--report_only``) only leaves it out."""
     if not path.is_file():
         return None
     saved = json.loads(path.read_text())
     if (saved.get("per_user") or {}).get("protocol") == PROTOCOL:
         return saved
+    if not move:
+        print(f"== {row_name}: recorded under the old protocol, not reported", flush=True)
+        return None
     (out_dir / OLD_RULE).mkdir(exist_ok=True)
     path.rename(out_dir / OLD_RULE / path.name)
     print(f"== {row_name}: recorded under the old protocol, moved to {OLD_RULE}/", flush=True)
@@ -162,7 +166,7 @@ def main():
     done = []
     for row in profile["rows"]:
         path = out_dir / f"{row['name']}.json"
-        saved = current(path, row["name"], out_dir)
+        saved = current(path, row["name"], out_dir, move=not args.report_only)
         if row["name"] in selected and not args.report_only and (args.rerun or saved is None):
             if saved is None and (out_dir / OLD_RULE / path.name).is_file() and not args.rerun:
                 done.append(refresh(profile, row, out_dir))

@@ -98,11 +98,11 @@ def average_gradients(optimizer):
         offset += n
 
 
-def _loss_on_my_rows(loss_func, model, interaction):
+def _loss_on_my_rows(loss_func, model, interaction, **kwargs):
     rows = torch.arange(rank(), len(interaction), world_size())
     if len(rows) == 0:  # a last batch smaller than the world: take part in the all-reduce with zeros
         return sum(p.sum() * 0 for p in trainable_parameters(model))
-    return loss_func(interaction[rows])
+    return loss_func(interaction[rows], **kwargs)
 
 
 def my_batches(loader):

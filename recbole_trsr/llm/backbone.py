@@ -24,6 +24,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from recbole_trsr.distributed import main_process_first
+from recbole_trsr.llm.memory import quantization_config
 
 logger = logging.getLogger(__name__)
 
@@ -116,23 +117,30 @@ def resolve_model_folder(llm_path, cache_dir):
         return str(converted_gguf_folder(gguf, cache_dir))
 
 
-def load_backbone(llm_path, cache_dir="~/.cache/recbole_trsr", dtype="auto", device="cpu"):
-    """Load the causal LM named by ``llm_path`` (see module docstring) for ``device``."""
+def load_backbone(llm_path, cache_dir="~/.cache/recbole_trsr", dtype="auto", device="cpu", quantization=None):
+    """Load the causal LM named by ``llm_path`` (see module docstring) for ``device``; ``quantization``:
+    ``4bit`` / ``8bit`` loads its linear layers through bitsandbytes (:mod:`recbole_trsr.llm.memory`)."""
     folder = resolve_model_folder(str(llm_path), cache_dir)
     local = os.path.isdir(folder)
+    torch_dtype = pick_dtype(dtype, device)
+    kwargs = dict(dtype=torch_dtype, local_files_only=True)
+    quantized = quantization_config(quantization, torch_dtype)
+    if quantized is not None:  # bitsandbytes places the weights itself (a quantized model refuses .to)
+        kwargs.update(quantization_config=quantized, device_map={"": str(device)})
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-        model = AutoModelForCausalLM.from_pretrained(
-            folder, dtype=pick_dtype(dtype, device), local_files_only=True
-        )
+        model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
     except OSError as exc:
         where = "folder" if local else "hub id (looked up in the local Hugging Face cache only)"
         raise OSError(f"cannot load the LLM from {where} '{llm_path}': {exc}") from exc
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model.to(device)
+    if quantized is None:
+        model.to(device)
     model.config.use_cache = False
     identity = _identity(folder, model)
+    if quantized is not None:  # other weights: summaries made with them are stored apart
+        identity += f"|{quantization}"
     return Backbone(model=model, tokenizer=tokenizer, identity=identity)
 
 

@@ -19,6 +19,7 @@ for a suffix's log-likelihood the vocabulary is cast in chunks (:func:`token_log
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from transformers import DynamicCache
 
 MODES = ("kv", "packed", "naive")
@@ -95,6 +96,29 @@ class AnswerScorer:
         """[n_candidates, vocab] logits at the answer position (for SFT)."""
         hidden = self.answer_hidden(groups)
         return base_model(self.model).get_output_embeddings()(hidden)
+
+    def answer_loss(self, groups, labels, backward_scale=None):
+        """Mean cross-entropy (fp32) of the answer position's vocabulary logits against ``labels`` (one
+        token id per candidate, candidates in group order), for SFT.
+
+        ``backward_scale=None``: the loss with its whole graph, for the caller's backward; every
+        micro-batch's activations stay alive until then. A number: each micro-batch's share of the mean
+        is backpropagated (times ``backward_scale``) as soon as its forward ends, so one micro-batch's
+        activations are alive at a time and ``batch_max_tokens`` caps them; the mean comes back detached.
+        Both give the same gradients (``tests/test_memory.py``)."""
+        if backward_scale is None:
+            return F.cross_entropy(self.vocab_logits(groups).float(), labels)
+        head = base_model(self.model).get_output_embeddings()
+        total = torch.zeros((), device=labels.device)
+        for batch in self._batches(self._rows(groups)):
+            hidden = self._forward(batch)
+            answers = [(b, cand, pos) for b, row in enumerate(batch) for cand, pos in row["answers"]]
+            logits = head(torch.stack([hidden[b, pos] for b, _, pos in answers]))
+            mine = labels[torch.tensor([cand for _, cand, _ in answers], device=labels.device)]
+            share = F.cross_entropy(logits.float(), mine, reduction="sum") / len(labels)
+            (share * backward_scale).backward()
+            total += share.detach()
+        return total
 
     def _rows(self, groups):
         return self._unpack(groups) if self.mode == "naive" else self._pack(groups)

@@ -12,6 +12,7 @@ from safetensors.torch import load_file, save_file
 
 from recbole_trsr.data import HISTORY_POSITION_FIELD, ItemTextTable
 from recbole_trsr.llm.backbone import load_backbone
+from recbole_trsr.llm.memory import prepare_for_training
 from recbole_trsr.llm.scoring import AnswerScorer, Group
 from recbole_trsr.model.own_weights import OwnWeightsCheckpointMixin
 from recbole_trsr.model.retriever import rerank_top_m
@@ -51,7 +52,8 @@ class DELRec(OwnWeightsCheckpointMixin, SequentialRecommender):
         self.sr_model = None
         self.stage = "recommend"
 
-        backbone = load_backbone(config["llm_path"], config["trsr_cache_dir"], config["llm_dtype"], config["device"])
+        backbone = load_backbone(config["llm_path"], config["trsr_cache_dir"], config["llm_dtype"], config["device"],
+                                 config["llm_quantization"])
         item_texts = ItemTextTable.from_dataset(dataset)
         self.item_text_fallbacks = item_texts.n_fallback
         texts = item_texts.texts
@@ -72,7 +74,7 @@ class DELRec(OwnWeightsCheckpointMixin, SequentialRecommender):
                                 lora_alpha=config["lora_alpha"], lora_dropout=config["lora_dropout"],
                                 target_modules=list(config["lora_target_modules"]), tinit=0, tfinal=0, deltaT=1,
                                 total_step=max(2, steps * config["epochs"]), task_type="CAUSAL_LM")
-        self.llm = get_peft_model(backbone.model, adalora)
+        self.llm = get_peft_model(prepare_for_training(backbone.model, config["gradient_checkpointing"]), adalora)
         self.scorer = AnswerScorer(self.llm, 0, 0, backbone.tokenizer.pad_token_id, mode=config["scoring_mode"],
                                    pack_max_tokens=config["pack_max_tokens"], batch_max_tokens=config["batch_max_tokens"],
                                    soft_prompt=self.soft_prompt)

@@ -1,6 +1,5 @@
 """LLM-TRSR (Zheng et al., WWW 2024): block summaries + a LoRA-tuned LLM answering Yes/No."""
 import torch
-import torch.nn.functional as F
 from peft import LoraConfig, get_peft_model
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
@@ -9,6 +8,7 @@ from recbole_trsr.data import HISTORY_POSITION_FIELD, ItemTextTable
 from recbole_trsr.data.item_text import popularity_levels
 from recbole_trsr.data.negatives import TrainingNegatives
 from recbole_trsr.llm.backbone import load_backbone
+from recbole_trsr.llm.memory import prepare_for_training
 from recbole_trsr.llm.scoring import AnswerScorer, Group
 from recbole_trsr.model.own_weights import OwnWeightsCheckpointMixin
 from recbole_trsr.model.retriever import build_retriever, rerank_top_m
@@ -38,6 +38,7 @@ class LLMTRSR(OwnWeightsCheckpointMixin, SequentialRecommender):
     """
 
     input_type = InputType.POINTWISE
+    supports_backward_per_micro_batch = True
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -54,7 +55,8 @@ class LLMTRSR(OwnWeightsCheckpointMixin, SequentialRecommender):
         self.negatives = TrainingNegatives(self.n_items, dataset.train_item_users, self.neg_num - neg_popular_num,
                                            neg_popular_num, config["seed"])
 
-        backbone = load_backbone(config["llm_path"], config["trsr_cache_dir"], config["llm_dtype"], config["device"])
+        backbone = load_backbone(config["llm_path"], config["trsr_cache_dir"], config["llm_dtype"], config["device"],
+                                 config["llm_quantization"])
         item_texts = ItemTextTable.from_dataset(dataset)
         self.item_text_fallbacks = item_texts.n_fallback
         notes = None
@@ -79,7 +81,7 @@ class LLMTRSR(OwnWeightsCheckpointMixin, SequentialRecommender):
         lora = LoraConfig(r=config["lora_r"], lora_alpha=config["lora_alpha"], lora_dropout=config["lora_dropout"],
                           target_modules=list(config["lora_target_modules"]), task_type="CAUSAL_LM",
                           layers_to_transform=upper_layers(backbone.model, config["lora_layers"]))
-        self.llm = get_peft_model(backbone.model, lora)
+        self.llm = get_peft_model(prepare_for_training(backbone.model, config["gradient_checkpointing"]), lora)
         self.yes_id = answer_token_id(backbone.tokenizer, config["answer_yes"])
         self.no_id = answer_token_id(backbone.tokenizer, config["answer_no"])
         if self.yes_id == self.no_id:
@@ -103,15 +105,16 @@ class LLMTRSR(OwnWeightsCheckpointMixin, SequentialRecommender):
         except ValueError as e:
             raise ValueError(f"user {user}: {e}") from e
 
-    def calculate_loss(self, interaction):
+    def calculate_loss(self, interaction, backward_scale=None):
+        """SFT loss: "Yes" for the target, "No" for each negative. With ``backward_scale``
+        (``backward_per_micro_batch``), each micro-batch is backpropagated as it is computed."""
         users = interaction[self.USER_ID].tolist()
         positions = interaction[HISTORY_POSITION_FIELD].long().tolist()
         targets = interaction[self.POS_ITEM_ID].tolist()
         groups = [self._group(u, p, [t] + self._sample_negatives(u, p))
                   for u, p, t in zip(users, positions, targets)]
-        logits = self.scorer.vocab_logits(groups)
-        labels = torch.tensor([self.yes_id] + [self.no_id] * self.neg_num, device=logits.device).repeat(len(groups))
-        return F.cross_entropy(logits.float(), labels)
+        labels = torch.tensor([self.yes_id] + [self.no_id] * self.neg_num, device=self.device).repeat(len(groups))
+        return self.scorer.answer_loss(groups, labels, backward_scale)
 
     def _score(self, users, positions, items):
         """log P(Yes | Yes or No) for each (user, position, item) row, rows of one user scored together."""

@@ -34,8 +34,8 @@ class LocalEngine:
 class _SummaryActor:
     """A Ray actor holding its own copy of the summarizer LLM."""
 
-    def __init__(self, llm_path, cache_dir, dtype, device, generator_kwargs):
-        backbone = load_backbone(llm_path, cache_dir, dtype, device)
+    def __init__(self, llm_path, cache_dir, dtype, device, generator_kwargs, quantization=None):
+        backbone = load_backbone(llm_path, cache_dir, dtype, device, quantization)
         self.generate = LLMGenerator(backbone.model, backbone.tokenizer, **generator_kwargs)
 
     def run(self, index, prompts):
@@ -48,7 +48,7 @@ class RayEngine:
     actors round-robin; results come back as they finish. ``address``: ``None`` starts a local Ray
     (or joins the one this process already has), ``"auto"`` or ``"ray://host:10001"`` joins a cluster."""
 
-    def __init__(self, workers, llm_path, cache_dir, dtype, device, generator_kwargs, address=None):
+    def __init__(self, workers, llm_path, cache_dir, dtype, device, generator_kwargs, address=None, quantization=None):
         try:
             import ray
         except ImportError as exc:
@@ -62,7 +62,8 @@ class RayEngine:
         actor = ray.remote(num_gpus=gpus, num_cpus=0 if gpus else 1)(_SummaryActor)
         # On a GPU actor Ray sets CUDA_VISIBLE_DEVICES to its own GPU: it sees it as cuda:0.
         where = "cuda" if gpus else "cpu"
-        self.actors = [actor.remote(llm_path, cache_dir, dtype, where, generator_kwargs) for _ in range(int(workers))]
+        self.actors = [actor.remote(llm_path, cache_dir, dtype, where, generator_kwargs, quantization)
+                       for _ in range(int(workers))]
         self.prompts_cut = 0
         logger.info("summaries on %d Ray actors (%s each)", len(self.actors), "1 GPU" if gpus else "1 CPU")
 

@@ -161,4 +161,4 @@ def summary_engine(config, backbone):
         return LLMGenerator(backbone.model, backbone.tokenizer, **kwargs)  # Summarizer runs it in a LocalEngine
     dtype = str(next(backbone.model.parameters()).dtype).replace("torch.", "")
     return RayEngine(workers, config["llm_path"], config["trsr_cache_dir"], dtype, config["device"], kwargs,
-                     address=config["ray_address"])
+                     address=config["ray_address"], quantization=config["llm_quantization"])

@@ -86,6 +86,11 @@ class LLMTrainer(SafeCheckpointMixin, Trainer):
 
     def __init__(self, config, model):
         self.accumulation_steps = max(1, int(config["gradient_accumulation_steps"] or 1))
+        # The model backpropagates each micro-batch itself as it computes it (recbole_trsr/llm/memory.py).
+        self.backward_per_micro_batch = bool(config["backward_per_micro_batch"])
+        if self.backward_per_micro_batch and not getattr(model, "supports_backward_per_micro_batch", False):
+            raise ValueError(f"backward_per_micro_batch: {config['model']}'s loss does not run its own backward; "
+                             "set it to False")
         super().__init__(config, model)
         plain = plain_config(config)
         self.state_path = resume_path(config, plain)
@@ -142,9 +147,7 @@ class LLMTrainer(SafeCheckpointMixin, Trainer):
                     self._resume_point = None
                     self.logger.info(f"resumed epoch {epoch_idx} after batch {skip} of {len(train_data)}")
                 continue
-            loss = loss_func(interaction.to(self.device))
-            self._check_nan(loss)
-            (loss / self.accumulation_steps).backward()
+            loss = self._forward_backward(loss_func, interaction.to(self.device))
             total_loss += loss.item()
             if step % self.accumulation_steps == 0 or step == len(train_data):
                 if self.clip_grad_norm:
@@ -158,6 +161,18 @@ class LLMTrainer(SafeCheckpointMixin, Trainer):
                 self._maybe_write_state(epoch_idx, step, total_loss, epoch_end=step == len(train_data))
                 faults.reached("train_step", rank())
         return total_loss
+
+    def _forward_backward(self, loss_func, interaction):
+        """The batch's loss, its gradients accumulated (scaled by 1 / gradient_accumulation_steps)."""
+        scale = 1.0 / self.accumulation_steps
+        if self.backward_per_micro_batch:  # only models whose loss takes backward_scale get here (__init__)
+            loss = loss_func(interaction, backward_scale=scale)
+            self._check_nan(loss)
+            return loss
+        loss = loss_func(interaction)
+        self._check_nan(loss)
+        (loss * scale).backward()
+        return loss
 
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
         if not eval_data:

@@ -1,0 +1,152 @@
+"""Memory levers (recbole_trsr/llm/memory.py): the same gradients with per-micro-batch backward and
+with gradient checkpointing; 4- and 8-bit loading through bitsandbytes, and what reaches
+``from_pretrained`` for a GPU."""
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+from recbole.data import data_preparation
+
+from conftest import DATASET, llm_config
+from recbole_trsr.config import TRSRConfig
+from recbole_trsr.data import create_dataset
+from recbole_trsr.llm import backbone as backbone_module
+from recbole_trsr.llm.backbone import load_backbone
+from recbole_trsr.llm.memory import checkpointing_enabled, prepare_for_training, quantization_config
+from recbole_trsr.llm.scoring import AnswerScorer, Group
+from recbole_trsr.model.llmtrsr import LLMTRSR
+
+bnb = pytest.importorskip("bitsandbytes")  # in requirements.lock; the '.[quant]' extra elsewhere
+
+
+def _adapted(tiny_llm, gradient_checkpointing=False, quantization=None, dropout=0.1):
+    backbone = load_backbone(str(tiny_llm), dtype="float32", quantization=quantization)
+    torch.manual_seed(0)
+    model = get_peft_model(prepare_for_training(backbone.model, gradient_checkpointing),
+                           LoraConfig(r=4, lora_alpha=8, lora_dropout=dropout, target_modules=["q_proj", "v_proj"],
+                                      task_type="CAUSAL_LM"))
+    for name, p in model.named_parameters():  # LoRA's B starts at 0: give both factors a gradient
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.02)
+    model.train()
+    return backbone, model
+
+
+def _groups(vocab, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [Group(torch.randint(5, vocab, (18 + 5 * n,), generator=g).tolist(),
+                  [torch.randint(5, vocab, (2 + k % 3,), generator=g).tolist() for k in range(4)]) for n in range(3)]
+
+
+def _same(a, b):
+    """Equal up to fp32 summation order (micro-batches summed in another order): 1e-5 of the gradient's scale."""
+    assert (a - b).abs().max() <= 1e-5 * b.abs().max(), (a - b).abs().max()
+
+
+def _grads(model, scorer, groups, labels, backward_scale):
+    model.zero_grad()
+    torch.manual_seed(1)  # the same LoRA dropout masks in every way of computing the loss
+    loss = scorer.answer_loss(groups, labels, backward_scale)
+    if backward_scale is None:
+        (loss * 0.5).backward()
+    return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+@pytest.mark.parametrize("mode", ["packed", "naive"])
+def test_per_micro_batch_backward_and_checkpointing_give_the_same_gradients(tiny_llm, mode):
+    backbone, model = _adapted(tiny_llm)
+    tok = backbone.tokenizer
+    groups = _groups(len(tok))
+    labels = torch.randint(5, len(tok), (sum(len(g.suffixes) for g in groups),), generator=torch.Generator().manual_seed(2))
+    scorer = AnswerScorer(model, 5, 6, tok.pad_token_id, mode=mode, pack_max_tokens=40, batch_max_tokens=60)
+    assert len(list(scorer._batches(scorer._rows(groups)))) >= 3  # several micro-batches, or nothing is tested
+    graph_loss, graph = _grads(model, scorer, groups, labels, None)
+    each_loss, each = _grads(model, scorer, groups, labels, 0.5)
+    assert each_loss == pytest.approx(graph_loss, rel=1e-6)
+    assert all(g.abs().sum() > 0 for g in graph.values())
+    for name in graph:
+        _same(each[name], graph[name])
+
+    _, checkpointed_model = _adapted(tiny_llm, gradient_checkpointing=True)
+    assert checkpointing_enabled(checkpointed_model) and not checkpointing_enabled(model)
+    scorer.model = checkpointed_model
+    for backward_scale in (None, 0.5):
+        _, ckpt = _grads(checkpointed_model, scorer, groups, labels, backward_scale)
+        for name in graph:
+            _same(ckpt[name], graph[name])
+
+
+def test_the_models_loss_backpropagates_per_micro_batch_to_the_same_gradients(data_root, tmp_path, tiny_llm):
+    config = TRSRConfig("LLMTRSR", DATASET, config_dict=llm_config(data_root, tmp_path, tiny_llm, batch_max_tokens=300))
+    dataset = create_dataset(config)
+    train, _, _ = data_preparation(config, dataset)
+    model = LLMTRSR(config, train._dataset)
+    model.train()
+    interaction = next(iter(train))
+    state = model.negatives.rng.bit_generator.state
+
+    def grads(backward_scale):
+        model.zero_grad()
+        model.negatives.rng.bit_generator.state = state  # the same negatives both times
+        torch.manual_seed(3)
+        loss = model.calculate_loss(interaction, backward_scale=backward_scale)
+        if backward_scale is None:
+            loss.backward()
+        return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    graph_loss, graph = grads(None)
+    each_loss, each = grads(1.0)
+    assert each_loss == pytest.approx(graph_loss, rel=1e-6)
+    assert any(g.abs().sum() > 0 for g in graph.values())
+    for name in graph:
+        _same(each[name], graph[name])
+
+
+def test_a_model_whose_loss_runs_no_backward_of_its_own_refuses_the_lever(data_root, tmp_path, tiny_llm):
+    from recbole_trsr.trainer.trainer import LLMTrainer
+
+    config = TRSRConfig("LLMTRSR", DATASET, config_dict=llm_config(data_root, tmp_path, tiny_llm,
+                                                                  backward_per_micro_batch=True))
+    model = type("Plain", (torch.nn.Module,), {})()
+    with pytest.raises(ValueError, match="backward_per_micro_batch"):
+        LLMTrainer(config, model)
+
+
+@pytest.mark.parametrize("quantization,layer", [("4bit", "Linear4bit"), ("8bit", "Linear8bitLt")])
+def test_k_bit_backbones_load_train_and_are_keyed_apart(tiny_llm, quantization, layer):
+    full = load_backbone(str(tiny_llm), dtype="float32")
+    backbone, model = _adapted(tiny_llm, quantization=quantization, gradient_checkpointing=True)
+    assert type(backbone.model.model.layers[0].self_attn.q_proj).__name__ == layer
+    assert backbone.identity == full.identity + f"|{quantization}"  # summaries of other weights stored apart
+    tok = backbone.tokenizer
+    groups = _groups(len(tok))
+    labels = torch.full((sum(len(g.suffixes) for g in groups),), 5)
+    scorer = AnswerScorer(model, 5, 6, tok.pad_token_id, mode="packed", batch_max_tokens=60)
+    loss, grads = _grads(model, scorer, groups, labels, 1.0)
+    assert torch.isfinite(torch.tensor(loss)) and grads and all(g.abs().sum() > 0 for g in grads.values())
+    with torch.no_grad():  # scores stay fp32 on a k-bit model too
+        assert scorer.yes_no_logits(groups).dtype == torch.float32
+
+
+def test_what_a_gpu_run_passes_to_from_pretrained(tiny_llm, monkeypatch):
+    """No GPU here: the CUDA choices are pinned at the call into transformers."""
+    seen = {}
+    real = backbone_module.AutoModelForCausalLM.from_pretrained
+
+    def spy(folder, **kwargs):
+        seen.update(kwargs)
+        return real(folder, dtype=torch.float32)  # a CPU model stands in for the quantized one
+
+    monkeypatch.setattr(backbone_module.AutoModelForCausalLM, "from_pretrained", spy)
+    moved = []
+    monkeypatch.setattr(torch.nn.Module, "to", lambda self, *a, **k: moved.append(a) or self)
+    load_backbone(str(tiny_llm), dtype="bfloat16", device="cuda:1", quantization="4bit")
+    q = seen["quantization_config"]
+    assert seen["device_map"] == {"": "cuda:1"} and seen["dtype"] == torch.bfloat16 and not moved
+    assert q.load_in_4bit and q.bnb_4bit_quant_type == "nf4" and q.bnb_4bit_use_double_quant
+    assert q.bnb_4bit_compute_dtype == torch.bfloat16
+    seen.clear()
+    load_backbone(str(tiny_llm), dtype="bfloat16", device="cuda:1")
+    assert "quantization_config" not in seen and "device_map" not in seen and moved == [("cuda:1",)]
+    assert quantization_config("8bit", torch.bfloat16).load_in_8bit
+    with pytest.raises(ValueError, match="llm_quantization must be one of"):
+        quantization_config("3bit", torch.float32)

@@ -150,3 +150,16 @@ def test_what_a_gpu_run_passes_to_from_pretrained(tiny_llm, monkeypatch):
     assert quantization_config("8bit", torch.bfloat16).load_in_8bit
     with pytest.raises(ValueError, match="llm_quantization must be one of"):
         quantization_config("3bit", torch.float32)
+
+
+def test_a_run_logs_what_sizes_it(data_root, tmp_path, tiny_llm, capfd):
+    import re
+
+    from recbole_trsr.quick_start import run
+
+    run("LLMTRSR", DATASET, config_dict=llm_config(data_root, tmp_path, tiny_llm, summary_paradigm="hierarchical"))
+    log = capfd.readouterr().err  # RecBole's logger writes to the terminal and its log file
+    speed = re.search(r"epoch 0 speed: ([\d.]+) examples/s, (\d+) tokens/s, peak RSS ([\d.]+) GiB", log)
+    assert speed and float(speed[1]) > 0 and int(speed[2]) > 0 and float(speed[3]) > 0, log[-3000:]
+    calls = re.search(r"summaries: (\d+) calls for (\d+) users in [\d.]+ s \(([\d.]+) calls/s\)", log)
+    assert calls and int(calls[1]) > 0 and float(calls[3]) > 0

@@ -55,11 +55,18 @@ def checkpointing_enabled(model):
     return any(getattr(m, "gradient_checkpointing", False) is True for m in model.modules())
 
 
-def peak_memory_bytes(device):
-    """Peak memory so far: CUDA's max allocated on a GPU, the process's peak RSS on a CPU."""
+def reset_peak_memory(device):
+    """Start a new peak (CUDA only: a process's peak RSS cannot be reset)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory(device):
+    """``(bytes, what)``: CUDA's max allocated since :func:`reset_peak_memory` on a GPU, the process's
+    peak RSS on a CPU."""
     device = torch.device(device)
     if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device)
+        return torch.cuda.max_memory_allocated(device), "max allocated"
     import resource
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "peak RSS"

@@ -85,6 +85,7 @@ class AnswerScorer:
         self.mode = mode
         self.pack_max_tokens = pack_max_tokens
         self.batch_max_tokens = batch_max_tokens
+        self.tokens_seen = 0  # tokens of the packed/naive rows run (training's), padding left out: tokens/s
 
     def yes_no_logits(self, groups):
         """[n_candidates, 2] fp32 logits of (Yes, No), candidates in group order."""
@@ -255,6 +256,7 @@ class AnswerScorer:
         pos = torch.zeros((len(batch), width), dtype=torch.long)
         for b, r in enumerate(batch):
             n = len(r["ids"])
+            self.tokens_seen += n
             ids[b, :n] = torch.tensor(r["ids"])
             seg[b, :n] = torch.tensor(r["segments"])
             pos[b, :n] = torch.tensor(r["positions"])

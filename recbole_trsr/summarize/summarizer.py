@@ -1,5 +1,6 @@
 """The LLM summarizer: plans the calls of every user, runs them batched, fills the store."""
 import logging
+import time
 from collections import defaultdict
 
 from tqdm import tqdm
@@ -87,9 +88,9 @@ class Summarizer:
         for node in todo:
             by_depth[node.depth].append(node)
         bar = tqdm(total=len(todo), desc="summaries", unit="call", disable=not self.show_progress)
-        users_done = 0
+        users_done, started = 0, time.perf_counter()
         for depth in sorted(by_depth):
-            nodes = by_depth[depth]
+            nodes, depth_started = by_depth[depth], time.perf_counter()
             prompts = [(self._prompt(n), n) for n in nodes]
             prompts.sort(key=lambda p: len(p[0]))  # similar lengths together: less padding
             chunks = [prompts[s:s + self.batch_size] for s in range(0, len(prompts), self.batch_size)]
@@ -102,4 +103,10 @@ class Summarizer:
                     users_done += remaining[n.user] == 0
                 bar.update(len(chunk))
                 bar.set_postfix_str(f"users {users_done}/{users_total}")
+            seconds = time.perf_counter() - depth_started
+            logger.info("summaries: depth %d: %d calls in %.1f s (%.2f calls/s)", depth, len(nodes), seconds,
+                        len(nodes) / max(seconds, 1e-9))
         bar.close()
+        seconds = time.perf_counter() - started
+        logger.info("summaries: %d calls for %d users in %.1f s (%.2f calls/s)", len(todo), users_total, seconds,
+                    len(todo) / max(seconds, 1e-9))

@@ -18,6 +18,7 @@ from recbole_trsr import faults
 from recbole_trsr.distributed import barrier, broadcast_object, gather_objects, is_main_process, rank, world_size
 from recbole_trsr.distributed.data_parallel import weights_digest
 from recbole_trsr.evaluation.journal import ScoreJournal
+from recbole_trsr.llm.memory import peak_memory, reset_peak_memory
 from recbole_trsr.trainer.checkpoint import (load_checkpoint, model_state, plain_config, restore_model_state,
                                              save_checkpoint)
 from recbole_trsr.trainer.resume import (capture_rng, read_state, restore_rng, resume_path, settings_digest, wants_resume,
@@ -65,6 +66,24 @@ def with_safe_checkpoints(trainer_class):
     if issubclass(trainer_class, SafeCheckpointMixin):
         return trainer_class
     return type(trainer_class.__name__, (SafeCheckpointMixin, trainer_class), {})
+
+
+class EpochSpeed:
+    """What sizes a run: examples/s and tokens/s of this rank's training, and its peak memory."""
+
+    def __init__(self, model, device):
+        self.device, self.examples, self.started = device, 0, time.perf_counter()
+        self.scorer = getattr(model, "scorer", None)
+        self.tokens = getattr(self.scorer, "tokens_seen", 0)
+        reset_peak_memory(device)
+
+    def __str__(self):
+        seconds = max(time.perf_counter() - self.started, 1e-9)
+        peak, what = peak_memory(self.device)
+        text = f"{self.examples / seconds:.2f} examples/s"
+        if self.scorer is not None:
+            text += f", {(self.scorer.tokens_seen - self.tokens) / seconds:.0f} tokens/s"
+        return text + f", {what} {peak / 2 ** 30:.2f} GiB ({seconds:.0f} s)"
 
 
 class LLMTrainer(SafeCheckpointMixin, Trainer):
@@ -140,6 +159,7 @@ class LLMTrainer(SafeCheckpointMixin, Trainer):
         self._epoch_loader_state = train_data.generator.get_state()
         batches = tqdm(train_data, total=len(train_data), ncols=100, desc=f"Train {epoch_idx:>5}") if show_progress else train_data
         self.optimizer.zero_grad()
+        speed = EpochSpeed(self.model, self.device)
         for step, interaction in enumerate(batches, start=1):
             if step <= skip:  # done before the interruption
                 if step == skip:
@@ -149,6 +169,7 @@ class LLMTrainer(SafeCheckpointMixin, Trainer):
                 continue
             loss = self._forward_backward(loss_func, interaction.to(self.device))
             total_loss += loss.item()
+            speed.examples += len(interaction)
             if step % self.accumulation_steps == 0 or step == len(train_data):
                 if self.clip_grad_norm:
                     clip_grad_norm_(params, **self.clip_grad_norm)
@@ -160,6 +181,7 @@ class LLMTrainer(SafeCheckpointMixin, Trainer):
                 self.optimizer.zero_grad()
                 self._maybe_write_state(epoch_idx, step, total_loss, epoch_end=step == len(train_data))
                 faults.reached("train_step", rank())
+        self.logger.info(f"epoch {epoch_idx} speed: {speed}")
         return total_loss
 
     def _forward_backward(self, loss_func, interaction):

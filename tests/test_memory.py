@@ -163,3 +163,26 @@ def test_a_run_logs_what_sizes_it(data_root, tmp_path, tiny_llm, capfd):
     assert speed and float(speed[1]) > 0 and int(speed[2]) > 0 and float(speed[3]) > 0, log[-3000:]
     calls = re.search(r"summaries: (\d+) calls for (\d+) users in [\d.]+ s \(([\d.]+) calls/s\)", log)
     assert calls and int(calls[1]) > 0 and float(calls[3]) > 0
+
+
+def test_the_memory_plan_counts_the_model_and_orders_the_levers(tiny_llm, capsys):
+    from transformers import AutoModelForCausalLM
+
+    from recbole_trsr import memory_plan
+
+    run = dict(llm_dtype="float32", lora_layers=None, lora_target_modules=["q_proj", "v_proj"], lora_r=4,
+               prompt_max_tokens=256, neg_num=4, item_max_tokens=16, train_batch_size=8, batch_max_tokens=256,
+               summary_batch_max_tokens=1024)
+    p = memory_plan.plan(tiny_llm / "config.json", run)
+    real = AutoModelForCausalLM.from_pretrained(tiny_llm)
+    assert p["parameters"] == sum(t.numel() for t in real.parameters())
+    assert p["levers"][0]["weights"] == 4 * p["parameters"]
+    lora = get_peft_model(real, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+    assert p["levers"][0]["lora"] == 16 * sum(t.numel() for t in lora.parameters() if t.requires_grad)
+    assert p["micro_tokens"] < p["batch_tokens"]
+    train = [lv["train"] for lv in p["levers"]]
+    assert train == sorted(train, reverse=True) and train[1] < train[0] and train[2] < train[1] and train[4] < train[3]
+    assert p["bytes_per_token_layer"] > 10 * p["kept_per_token_layer"] > 0
+    memory_plan.main(["--llm_path", str(tiny_llm), "--train_batch_size=2"])
+    out = capsys.readouterr().out
+    assert "fits 24 GB" in out and "24 GB: fits with none" in out

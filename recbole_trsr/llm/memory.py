@@ -56,17 +56,27 @@ def checkpointing_enabled(model):
 
 
 def reset_peak_memory(device):
-    """Start a new peak (CUDA only: a process's peak RSS cannot be reset)."""
+    """Start a new peak: CUDA's peak statistics, or on Linux the process's peak RSS (``clear_refs``)."""
     if torch.device(device).type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:  # not Linux: the peak stays the process's since it started
+        pass
 
 
 def peak_memory(device):
-    """``(bytes, what)``: CUDA's max allocated since :func:`reset_peak_memory` on a GPU, the process's
-    peak RSS on a CPU."""
+    """``(bytes, what)``: CUDA's max allocated on a GPU, else the process's peak RSS, each since the
+    last :func:`reset_peak_memory`."""
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device), "max allocated"
-    import resource
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:")), "peak RSS"
+    except (OSError, StopIteration):
+        import resource
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "peak RSS"
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "peak RSS"

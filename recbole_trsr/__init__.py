@@ -1,17 +1,26 @@
 """recbole-trsr: LLM-based text-rich sequential recommenders (LLM-TRSR, DELRec) for RecBole.
 
 Where things live:
-    compat.py              numpy 2 aliases RecBole 1.2.1 needs (applied on import, below)
+    compat.py              numpy 2 and pandas 3 patches RecBole 1.2.1 needs (applied on import)
     config.py              Config with the plugin's YAML layering
     registry.py            model lookup (plugin first, then RecBole)
     quick_start.py         run() and the command-line runner
-    data/                  dataset with absolute history positions, item-id -> text table
-    llm/                   backbone loading (hub id, folder, GGUF), Yes/No scoring
-    summarize/             block segmentation, hierarchical / recurrent summarizer, disk store
-    prompt.py              recommender prompt building under token budgets
-    model/                 LLMTRSR (and DELRec) RecBole models
-    trainer/               trainers, trainer lookup, the safe checkpoint format
-    evaluation/            fixed sampled candidates, per-user outcomes, bootstrap CIs, reports
+    explain.py             one user's blocks, summaries, prompt and ranked candidates
+    memory_plan.py         expected per-GPU memory of a run, and the levers that make it fit
+    sr_model.py            the RecBole SR model a run attaches (DELRec's teacher, a full-sort retriever)
+    faults.py              TRSR_FAULT kill points for the interrupted-run tests
+    data/                  dataset with absolute history positions, item-id -> text table, negatives
+    llm/                   backbone loading (hub id, folder, GGUF; k-bit), memory levers, Yes/No
+                           scoring (fp32 head), the summarizer's decoder
+    summarize/             block segmentation, hierarchical / recurrent LLM summarizer, store, engines
+    prompt.py              recommender prompt building under token budgets, chat frames
+    model/                 LLMTRSR and DELRec RecBole models
+    trainer/               trainers, learning-rate schedules, the safe checkpoint format, resumable state
+    evaluation/            what decides a published number: the tie rule, fixed sampled candidates,
+                           per-user outcomes, bootstrap CIs, reports, the evaluation journal
+    distributed/           several processes and machines
+    analysis/              research diagnostics (reference summaries, summary content and reliance,
+                           history signal); nothing of the product path imports it
 """
 from pathlib import Path
 

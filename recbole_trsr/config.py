@@ -12,6 +12,7 @@ from recbole.config import Config  # noqa: E402
 
 from recbole_trsr import PROPERTIES_DIR
 from recbole_trsr.distributed import init_distributed
+from recbole_trsr.distributed.launch import is_multi_process, launch_settings
 from recbole_trsr.registry import get_model
 
 RECBOLE_EXAMPLES = Path(__import__("recbole").__file__).resolve().parent / "dataset_example"
@@ -77,8 +78,16 @@ class TRSRConfig(Config):
         # backend choice (gloo on CPU, nccl on CUDA); RecBole's own is nccl and CUDA only.
         if "local_rank" in self.final_config_dict:
             init_distributed(self.final_config_dict)
-        else:
-            super()._init_device()
+            return
+        before = os.environ.get("CUDA_VISIBLE_DEVICES")
+        super()._init_device()
+        if is_multi_process(launch_settings(self.final_config_dict)):
+            # The launcher of several workers: RecBole just exported its gpu_id (default '0'), which the
+            # workers would inherit and all see one GPU; each worker chooses its own (init_distributed).
+            if before is None:
+                os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+            else:
+                os.environ["CUDA_VISIBLE_DEVICES"] = before
 
     @staticmethod
     def plugin_yaml_files(model, dataset):

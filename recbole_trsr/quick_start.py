@@ -10,7 +10,7 @@ from recbole_trsr.config import TRSRConfig
 from recbole_trsr.data import create_dataset
 from recbole_trsr.distributed import gather_objects, is_distributed, is_main_process
 from recbole_trsr.distributed.data_parallel import gather_lists, weights_digest
-from recbole_trsr.distributed.launch import is_multi_process, launch_settings, spawn
+from recbole_trsr.distributed.launch import check_batch, is_multi_process, launch_settings, spawn
 from recbole_trsr.evaluation import PerUserRecorder, fix_eval_candidates
 from recbole_trsr.sr_model import attach_sr_models
 from recbole_trsr.trainer import get_trainer
@@ -44,6 +44,7 @@ def run(model, dataset, config_file_list=None, config_dict=None, argv=None, save
     config = TRSRConfig(model, dataset, config_file_list, config_dict, argv)
     settings = launch_settings(config)
     if "local_rank" not in config_dict and is_multi_process(settings):
+        check_batch(config["train_batch_size"], settings)
         return spawn(run, model, dataset, config_file_list, config_dict, argv, saved, settings)
     init_seed(config["seed"], config["reproducibility"])
     _reset_root_logger()

@@ -30,6 +30,10 @@ def run_on_two(model, config):
 def test_two_processes_train_one_replica_and_gather_the_metrics_of_one_process(data_root, tmp_path, tiny_llm):
     config = llm_config(data_root, tmp_path, tiny_llm, subset_users=8, train_batch_size=4, epochs=2, eval_step=1,
                         eval_batch_size=60, port=free_port())
+    # Several processes never summarize (a rank would wait on the one summarizing past dist_timeout):
+    with pytest.raises(Exception, match=r"summaries \(\d+ users\) are not in the store.*python -m recbole_trsr.summarize"):
+        run_on_two("LLMTRSR", dict(config))
+    run("LLMTRSR", DATASET, config_dict=dict(config, summarize_only=True))  # one process fills the store
     two = run_on_two("LLMTRSR", config)
 
     # Both ranks ended with the same trainable weights (run() also fails if they differ).
@@ -74,3 +78,38 @@ def test_launch_settings_follow_recbole():
     assert settings == {"nproc": 2, "world_size": 2, "ip": "localhost", "port": 5678, "offset": 0}
     assert is_multi_process(launch_settings({"nproc": 1, "world_size": 4, "ip": "10.0.0.1", "port": 1, "offset": 2}))
     assert not is_multi_process(launch_settings({"nproc": 1, "world_size": -1, "ip": None, "port": None, "offset": 0}))
+
+
+def test_a_batch_smaller_than_the_world_is_refused_before_any_worker_starts(data_root, tmp_path):
+    from conftest import base_config
+
+    config = base_config(data_root, tmp_path, train_batch_size=1, port=free_port())
+    with pytest.raises(ValueError, match=r"train_batch_size=1 is split over world_size=2"):
+        run("SASRec", DATASET, config_dict=config, nproc=2)
+
+
+def test_every_worker_takes_its_own_gpu():
+    """No GPU here: the CUDA choices are pinned as functions of what a machine would show."""
+    from recbole_trsr.distributed.process_group import rank_device, visible_devices
+
+    assert visible_devices("0", 8) is None  # RecBole's default: use the 8 GPUs the machine shows
+    assert visible_devices("4,5,6,7", 4) == "4,5,6,7" and visible_devices("4, 5", 2) == "4,5"
+    assert visible_devices("", 2) is None
+    assert [str(rank_device(r, 8, True, 8)) for r in (0, 7)] == ["cuda:0", "cuda:7"]
+    assert str(rank_device(1, 2, False, 0)) == "cpu"
+    with pytest.raises(RuntimeError, match="8 processes on this machine but 1 GPU"):
+        rank_device(3, 8, True, 1)
+
+
+def test_the_launcher_does_not_hand_recboles_gpu_id_to_its_workers(monkeypatch, data_root, tmp_path):
+    from conftest import base_config
+    from recbole_trsr.config import TRSRConfig
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    TRSRConfig("SASRec", DATASET, config_dict=base_config(data_root, tmp_path, nproc=2, use_gpu=True))
+    assert "CUDA_VISIBLE_DEVICES" not in __import__("os").environ  # RecBole's Config exported '0' here
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")  # a scheduler's choice is kept
+    TRSRConfig("SASRec", DATASET, config_dict=base_config(data_root, tmp_path, nproc=2, use_gpu=True))
+    assert __import__("os").environ["CUDA_VISIBLE_DEVICES"] == "2,3"
+    TRSRConfig("SASRec", DATASET, config_dict=base_config(data_root, tmp_path, nproc=1, use_gpu=True))
+    assert __import__("os").environ["CUDA_VISIBLE_DEVICES"] == "0"  # one process: RecBole's own rule

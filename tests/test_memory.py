@@ -144,9 +144,11 @@ def test_what_a_gpu_run_passes_to_from_pretrained(tiny_llm, monkeypatch):
     assert seen["device_map"] == {"": "cuda:1"} and seen["dtype"] == torch.bfloat16 and not moved
     assert q.load_in_4bit and q.bnb_4bit_quant_type == "nf4" and q.bnb_4bit_use_double_quant
     assert q.bnb_4bit_compute_dtype == torch.bfloat16
-    seen.clear()
+    seen.clear()  # each rank's weights straight onto its GPU, no host copy first
     load_backbone(str(tiny_llm), dtype="bfloat16", device="cuda:1")
-    assert "quantization_config" not in seen and "device_map" not in seen and moved == [("cuda:1",)]
+    assert "quantization_config" not in seen and seen["device_map"] == {"": "cuda:1"} and not moved
+    load_backbone(str(tiny_llm), dtype="float32", device="cpu")
+    assert moved == [("cpu",)]
     assert quantization_config("8bit", torch.bfloat16).load_in_8bit
     with pytest.raises(ValueError, match="llm_quantization must be one of"):
         quantization_config("3bit", torch.float32)

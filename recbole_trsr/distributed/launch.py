@@ -11,6 +11,15 @@ def launch_settings(config):
             "port": int(config["port"] or 5678), "offset": int(config["offset"] or 0)}
 
 
+def check_batch(train_batch_size, settings):
+    """``train_batch_size`` is the whole batch of one step, its rows split over the ranks (so a run of N
+    processes takes the steps one process would): a batch smaller than the world would idle ranks."""
+    if train_batch_size is not None and int(train_batch_size) < settings["world_size"]:
+        raise ValueError(f"train_batch_size={train_batch_size} is split over world_size={settings['world_size']} "
+                         "processes (the whole step's batch, as in one process): give every rank a row, "
+                         f"train_batch_size >= {settings['world_size']}")
+
+
 def is_multi_process(settings):
     return settings["nproc"] > 1 or settings["world_size"] > 1
 

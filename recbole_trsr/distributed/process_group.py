@@ -64,26 +64,49 @@ def gather_objects(obj):
     return out
 
 
+def gpu_ids(gpu_id):
+    return [g.strip() for g in str(gpu_id or "").split(",") if g.strip()]
+
+
+def visible_devices(gpu_id, nproc):
+    """``CUDA_VISIBLE_DEVICES`` for the workers of one machine: ``gpu_id`` when it lists a GPU for
+    each of the ``nproc`` workers; else None (RecBole's default ``'0'`` among them): the GPUs already
+    visible are used, so ``--nproc=8`` takes 8 GPUs without ``--gpu_id``."""
+    ids = gpu_ids(gpu_id)
+    return ",".join(ids) if ids and len(ids) >= nproc else None
+
+
+def rank_device(local_rank, nproc, cuda_available, visible_gpus):
+    """Worker ``local_rank``'s device: ``cuda:local_rank`` (one GPU per worker, never two on one GPU),
+    or the CPU without CUDA."""
+    if not cuda_available:
+        return torch.device("cpu")
+    if visible_gpus < nproc:
+        raise RuntimeError(f"{nproc} processes on this machine but {visible_gpus} GPU(s) visible to them: one GPU "
+                           "per process; lower nproc, or list the GPUs with --gpu_id")
+    return torch.device("cuda", local_rank)
+
+
 def init_distributed(final):
     """Join the group for RecBole config dict ``final`` (which has ``local_rank``): rank
-    ``local_rank + offset`` of ``world_size`` at ``tcp://ip:port``. Sets ``device`` (``cuda:local_rank``
-    on a CUDA machine, else cpu) and the backend (nccl on CUDA, gloo on CPU); ``single_spec`` stays
-    True because RecBole's own DDP code is CUDA-only (nccl, ``device_ids``) and averages padded shards:
-    the plugin's trainers do the data parallelism themselves (see ``data_parallel.py``)."""
+    ``local_rank + offset`` of ``world_size`` at ``tcp://ip:port``. Sets ``device`` (this rank's own GPU,
+    :func:`visible_devices`, :func:`rank_device`, on a CUDA machine, else cpu) and the backend (nccl on CUDA, gloo on CPU);
+    ``single_spec`` stays True because RecBole's own DDP code is CUDA-only (nccl, ``device_ids``) and
+    averages padded shards: the plugin's trainers do the data parallelism themselves (``data_parallel.py``)."""
     gpu_id = final.get("gpu_id")
     gpu_id = ",".join(map(str, gpu_id)) if isinstance(gpu_id, (tuple, list)) else str(gpu_id if gpu_id is not None else "")
     final["gpu_id"] = gpu_id
-    if gpu_id:
-        os.environ.setdefault("CUDA_VISIBLE_DEVICES", gpu_id)
     settings = launch_settings(final)
     local_rank, world = int(final["local_rank"]), settings["world_size"]
     global_rank = local_rank + settings["offset"]
-    cuda = bool(gpu_id) and torch.cuda.is_available() and final.get("use_gpu", True)
+    use_gpu = bool(final.get("use_gpu", True)) and bool(gpu_ids(gpu_id))
+    visible = visible_devices(gpu_id, settings["nproc"])
+    if use_gpu and visible:  # before CUDA counts its devices in this process
+        os.environ.setdefault("CUDA_VISIBLE_DEVICES", visible)
+    cuda = use_gpu and torch.cuda.is_available()
+    device = rank_device(local_rank, settings["nproc"], cuda, torch.cuda.device_count() if cuda else 0)
     if cuda:
-        torch.cuda.set_device(local_rank)
-        device = torch.device("cuda", local_rank)
-    else:
-        device = torch.device("cpu")
+        torch.cuda.set_device(device)
     if not dist.is_initialized():
         # A rank that dies leaves the others waiting in a collective: after dist_timeout seconds they fail
         # instead of hanging (on one machine the launcher notices the death first, see launch.py).

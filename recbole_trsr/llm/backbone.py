@@ -125,8 +125,11 @@ def load_backbone(llm_path, cache_dir="~/.cache/recbole_trsr", dtype="auto", dev
     torch_dtype = pick_dtype(dtype, device)
     kwargs = dict(dtype=torch_dtype, local_files_only=True)
     quantized = quantization_config(quantization, torch_dtype)
-    if quantized is not None:  # bitsandbytes places the weights itself (a quantized model refuses .to)
-        kwargs.update(quantization_config=quantized, device_map={"": str(device)})
+    if quantized is not None:
+        kwargs["quantization_config"] = quantized
+    direct = quantized is not None or torch.device(device).type == "cuda"
+    if direct:  # weights straight onto the device: no host copy per rank (a k-bit model also refuses .to)
+        kwargs["device_map"] = {"": str(device)}
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
@@ -135,7 +138,7 @@ def load_backbone(llm_path, cache_dir="~/.cache/recbole_trsr", dtype="auto", dev
         raise OSError(f"cannot load the LLM from {where} '{llm_path}': {exc}") from exc
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    if quantized is None:
+    if not direct:
         model.to(device)
     model.config.use_cache = False
     identity = _identity(folder, model)

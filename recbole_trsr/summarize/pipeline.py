@@ -9,13 +9,13 @@ import importlib
 import logging
 
 from recbole_trsr.data.dataset import training_positions
-from recbole_trsr.distributed import main_process_first
+from recbole_trsr.distributed import is_distributed
 from recbole_trsr.llm.generation import LLMGenerator
 from recbole_trsr.prompt import chat_frame, head_starts_with_bos
 from recbole_trsr.summarize.engines import RayEngine
 from recbole_trsr.summarize.segment import summary_block_count
 from recbole_trsr.summarize.store import SummaryStore
-from recbole_trsr.summarize.summarizer import Summarizer
+from recbole_trsr.summarize.summarizer import MissingSummaries, Summarizer
 
 logger = logging.getLogger(__name__)
 
@@ -112,11 +112,12 @@ def precompute_summaries(config, backbone, item_text, dataset, generate=None):
     if config["summary_paradigm"] in REFERENCE_SUMMARIES:
         module, builder = REFERENCE_SUMMARIES[config["summary_paradigm"]].split(":")
         return getattr(importlib.import_module(module), builder)(config, dataset, item_text)
-    with main_process_first():  # rank 0 generates and writes; the other ranks then only read the store
-        return _precompute(config, backbone, item_text, dataset, generate)
+    # Several processes only read the store: one rank summarizing for hours while the others wait in
+    # a collective would end the run after dist_timeout seconds.
+    return _precompute(config, backbone, item_text, dataset, generate, generate_missing=not is_distributed())
 
 
-def _precompute(config, backbone, item_text, dataset, generate):
+def _precompute(config, backbone, item_text, dataset, generate, generate_missing=True):
     recent, block_size = int(config["recent_items"]), int(config["block_size"])
     header = chat_frame(backbone.tokenizer, config["use_chat_template"])[0]
     store = SummaryStore(config["trsr_cache_dir"], summarizer_settings(
@@ -142,7 +143,13 @@ def _precompute(config, backbone, item_text, dataset, generate):
         prefixes = {summary_block_count(p, recent, block_size) for p in positions}
         requests.append((user, histories.items_before(user, histories.length(user)), prefixes))
     try:
-        roots = summarizer.summarize(requests)
+        roots = summarizer.summarize(requests, generate_missing=generate_missing)
+    except MissingSummaries as exc:
+        raise MissingSummaries(exc.missing, exc.needed, exc.users, advice=(
+            f" ({store.dir}): a run of several processes does not summarize (its ranks would wait on one past "
+            f"dist_timeout). Precompute them first, with the same settings in one process: python -m "
+            f"recbole_trsr.summarize --model={config['model']} --dataset={config['dataset']} [the run's other "
+            f"--key=value and --config_files] (summary_workers / ray_address spread it over Ray actors)")) from None
     finally:
         summarizer.engine.close()
     lookup = SummaryLookup(store, roots, recent, block_size)

@@ -13,6 +13,14 @@ from recbole_trsr.summarize.segment import blocks
 logger = logging.getLogger(__name__)
 
 
+class MissingSummaries(RuntimeError):
+    """Summaries a run needs that are not in the store, where this run may not generate them."""
+
+    def __init__(self, missing, needed, users, advice=""):
+        super().__init__(f"{missing} of {needed} summaries ({users} users) are not in the store" + advice)
+        self.missing, self.needed, self.users = missing, needed, users
+
+
 class Summarizer:
     """Hierarchical or recurrent block summaries for many users, batched across users.
 
@@ -38,11 +46,12 @@ class Summarizer:
     def _items_text(self, items):
         return "\n".join(f"- {self.item_text(i)}" for i in items)
 
-    def summarize(self, requests):
+    def summarize(self, requests, generate_missing=True):
         """Compute missing summaries; return ``{(user, m): key}`` for every requested prefix.
 
         ``requests`` is a list of ``(user, history_items, prefix_lengths)``: the summary of the
         first ``m`` blocks of ``history_items`` is needed for each ``m`` in ``prefix_lengths``.
+        ``generate_missing=False`` generates nothing: a missing summary is a :class:`MissingSummaries`.
         """
         all_nodes, roots = {}, {}
         for user, items, prefixes in requests:
@@ -53,6 +62,8 @@ class Summarizer:
         todo = [n for n in all_nodes.values() if n.key not in self.store]
         logger.info("summaries: %d needed, %d already in the store, %d to generate (%s, block_size=%d)",
                     len(all_nodes), len(all_nodes) - len(todo), len(todo), self.paradigm, self.block_size)
+        if todo and not generate_missing:
+            raise MissingSummaries(len(todo), len(all_nodes), len({n.user for n in todo}))
         self._run(todo)
         return roots
 

@@ -52,6 +52,7 @@ def explain_user(user, dataset, config_file_list=None, config_dict=None, argv=No
     start, end = recent_window(position, net.recent_items, net.block_size)
     out = {"user": str(user), "split": split, "position": position, "history_length": len(items),
            "target": text(items[position]), "paradigm": config["summary_paradigm"], "block_size": net.block_size,
+           "summarizer": getattr(net.summaries, "written_by", None),
            "blocks": [[block_text(i) for i in b] for b in blocks(items, net.block_size, m)],
            "summaries": [], "summary": net.summaries.text(uid, position),
            "recent": [text(i) for i in items[start:end]], "recent_positions": [start, end]}
@@ -98,7 +99,8 @@ def format_explanation(e):
     the prompt and the ranked candidates."""
     size = e["block_size"]
     lines = [f"user {e['user']}: {e['history_length']} items; {e['split']} target at position {e['position']}: "
-             f"{e['target']}", f"summary paradigm: {e['paradigm']}, blocks of {size}", ""]
+             f"{e['target']}", f"summary paradigm: {e['paradigm']}, blocks of {size}"
+             + (f"; summaries written by {e['summarizer']}" if e.get("summarizer") else ""), ""]
     for j, block in enumerate(e["blocks"]):
         lines.append(f"block {j} (positions {j * size}-{(j + 1) * size - 1}):")
         lines += [f"  - {t}" for t in block]

@@ -33,11 +33,14 @@ PACKAGE_PREFIX = "python-package:"
 
 @dataclass
 class Backbone:
-    """A loaded causal LM, its tokenizer, and a string identifying the weights (for cache keys)."""
+    """A loaded causal LM, its tokenizer, a string identifying the weights (for cache keys), and how
+    it was loaded (``path``, ``quantization``: what another process needs to load the same model)."""
 
     model: torch.nn.Module
     tokenizer: object
     identity: str
+    path: str = None
+    quantization: str = None
 
 
 def resolve_gguf_in_package(package):
@@ -144,7 +147,7 @@ def load_backbone(llm_path, cache_dir="~/.cache/recbole_trsr", dtype="auto", dev
     identity = _identity(folder, model)
     if quantized is not None:  # other weights: summaries made with them are stored apart
         identity += f"|{quantization}"
-    return Backbone(model=model, tokenizer=tokenizer, identity=identity)
+    return Backbone(model=model, tokenizer=tokenizer, identity=identity, path=str(llm_path), quantization=quantization)
 
 
 def _identity(folder, model):

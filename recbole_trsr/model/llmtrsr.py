@@ -12,8 +12,8 @@ from recbole_trsr.llm.memory import prepare_for_training
 from recbole_trsr.llm.scoring import AnswerScorer, Group
 from recbole_trsr.model.own_weights import OwnWeightsCheckpointMixin
 from recbole_trsr.model.retriever import build_retriever, rerank_top_m
-from recbole_trsr.prompt import CutItemTexts, PromptBuilder, answer_token_id
-from recbole_trsr.summarize.pipeline import precompute_summaries
+from recbole_trsr.prompt import PromptBuilder, answer_token_id
+from recbole_trsr.summarize.pipeline import model_summaries
 from recbole_trsr.summarize.segment import recent_window
 
 
@@ -55,10 +55,11 @@ class LLMTRSR(OwnWeightsCheckpointMixin, SequentialRecommender):
         self.negatives = TrainingNegatives(self.n_items, dataset.train_item_users, self.neg_num - neg_popular_num,
                                            neg_popular_num, config["seed"])
 
-        backbone = load_backbone(config["llm_path"], config["trsr_cache_dir"], config["llm_dtype"], config["device"],
-                                 config["llm_quantization"])
         item_texts = ItemTextTable.from_dataset(dataset)
         self.item_text_fallbacks = item_texts.n_fallback
+        self.summaries, backbone = model_summaries(config, dataset, item_texts, lambda: load_backbone(
+            config["llm_path"], config["trsr_cache_dir"], config["llm_dtype"], config["device"],
+            config["llm_quantization"]))
         notes = None
         if config["candidate_popularity"]:
             notes = [f" (popularity: {level})" if level else "" for level in popularity_levels(dataset.train_item_users)]
@@ -68,15 +69,6 @@ class LLMTRSR(OwnWeightsCheckpointMixin, SequentialRecommender):
             prompt_max_tokens=config["prompt_max_tokens"], use_chat_template=config["use_chat_template"],
             candidate_notes=notes,
         )
-        block_item_text, self.block_item_texts_cut = self.prompts.item_text, 0
-        if config["summary_item_max_tokens"] or config["summary_item_fields"]:
-            block_texts = item_texts.texts
-            if config["summary_item_fields"]:
-                block_texts = ItemTextTable.from_dataset(dataset, fields=config["summary_item_fields"]).texts
-            block_item_text = CutItemTexts(backbone.tokenizer, block_texts,
-                                           config["summary_item_max_tokens"] or config["item_max_tokens"])
-            self.block_item_texts_cut = block_item_text.n_cut
-        self.summaries = precompute_summaries(config, backbone, block_item_text, dataset)
 
         lora = LoraConfig(r=config["lora_r"], lora_alpha=config["lora_alpha"], lora_dropout=config["lora_dropout"],
                           target_modules=list(config["lora_target_modules"]), task_type="CAUSAL_LM",
@@ -155,7 +147,7 @@ class LLMTRSR(OwnWeightsCheckpointMixin, SequentialRecommender):
         return {**self.prompts.counters, "item_text_fallback": self.item_text_fallbacks,
                 "summary_store_unreadable_records": self.summaries.unreadable_records,
                 "summary_prompts_cut": self.summaries.prompts_cut,
-                "summary_item_text_truncated": self.block_item_texts_cut}
+                "summary_item_text_truncated": getattr(self.summaries, "block_texts_cut", 0)}
 
     def own_weight_names(self):
         """What checkpoints hold: the LoRA weights."""

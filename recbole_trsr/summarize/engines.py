@@ -18,17 +18,19 @@ class LocalEngine:
 
     def __init__(self, generate):
         self.generate = generate
+        self._cut_before_close = 0
 
     @property
     def prompts_cut(self):
-        return getattr(self.generate, "n_truncated", 0)
+        return getattr(self.generate, "n_truncated", self._cut_before_close)
 
     def map(self, batches):
         for index, batch in enumerate(batches):
             yield index, self.generate(batch)
 
     def close(self):
-        pass
+        # Let go of the model: a summarizer of its own is freed before the recommender loads.
+        self._cut_before_close, self.generate = self.prompts_cut, None
 
 
 class _SummaryActor:

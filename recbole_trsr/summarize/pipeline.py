@@ -5,13 +5,18 @@ summarizer's ``hierarchical`` / ``recurrent``, or a reference summary no LLM wri
 diagnostics of ``recbole_trsr/analysis/``, reached by name through :data:`REFERENCE_SUMMARIES` so
 that the product path never imports that package).
 """
+import gc
 import importlib
 import logging
 
+import torch
+
 from recbole_trsr.data.dataset import training_positions
+from recbole_trsr.data import ItemTextTable
 from recbole_trsr.distributed import is_distributed
+from recbole_trsr.llm.backbone import load_backbone
 from recbole_trsr.llm.generation import LLMGenerator
-from recbole_trsr.prompt import chat_frame, head_starts_with_bos
+from recbole_trsr.prompt import CutItemTexts, chat_frame, head_starts_with_bos
 from recbole_trsr.summarize.engines import RayEngine
 from recbole_trsr.summarize.segment import summary_block_count
 from recbole_trsr.summarize.store import SummaryStore
@@ -98,6 +103,55 @@ def summarizer_settings(config, backbone_identity, header_has_bos=False):
     return settings
 
 
+def summarizer_path(config):
+    """The summarizer's model: ``summary_llm_path``, or the recommender's ``llm_path`` when unset."""
+    return config["summary_llm_path"] or config["llm_path"]
+
+
+def writes_with_an_llm(config):
+    return config["summary_paradigm"] not in ("none", *REFERENCE_SUMMARIES)
+
+
+def block_item_texts(config, tokenizer, dataset, item_texts):
+    """What a block prompt shows for an item: ``summary_item_fields`` (default: the recommender's
+    fields) cut to ``summary_item_max_tokens`` (default: ``item_max_tokens``) tokens of the
+    summarizer's own tokenizer."""
+    if config["summary_item_fields"]:
+        item_texts = ItemTextTable.from_dataset(dataset, fields=config["summary_item_fields"])
+    return CutItemTexts(tokenizer, item_texts.texts, config["summary_item_max_tokens"] or config["item_max_tokens"])
+
+
+def model_summaries(config, dataset, item_texts, load_recommender):
+    """``(summaries, recommender backbone)`` for a model, in the order memory allows.
+
+    A summarizer of its own (``summary_llm_path``, e.g. the paper's 30B beside a 7B recommender) is
+    loaded, writes the missing summaries, and is freed before ``load_recommender()`` runs; otherwise
+    the recommender's backbone writes them. ``summaries.block_texts_cut`` counts the block texts cut."""
+    own = writes_with_an_llm(config) and summarizer_path(config) != config["llm_path"]
+    if not own:
+        recommender = load_recommender()
+        blocks = block_item_texts(config, recommender.tokenizer, dataset, item_texts)
+        summaries = precompute_summaries(config, recommender, blocks, dataset)
+    else:
+        summarizer = load_backbone(summarizer_path(config), config["trsr_cache_dir"],
+                                   config["summary_llm_dtype"] or config["llm_dtype"], config["device"],
+                                   config["summary_llm_quantization"])
+        blocks = block_item_texts(config, summarizer.tokenizer, dataset, item_texts)
+        summaries = precompute_summaries(config, summarizer, blocks, dataset)
+        logger.info("summarizer %s freed before the recommender %s loads", summarizer.identity, config["llm_path"])
+        del summarizer
+        _free_device_memory(config["device"])
+        recommender = load_recommender()
+    summaries.block_texts_cut = blocks.n_cut
+    return summaries, recommender
+
+
+def _free_device_memory(device):
+    gc.collect()
+    if torch.device(device).type == "cuda":
+        torch.cuda.empty_cache()
+
+
 def precompute_summaries(config, backbone, item_text, dataset, generate=None):
     """Generate (or resume) every summary ``dataset``'s examples need; return a :class:`SummaryLookup`
     (:class:`NoSummaries` for ``summary_paradigm: none``; a reference summary for the diagnostics of
@@ -153,6 +207,7 @@ def _precompute(config, backbone, item_text, dataset, generate, generate_missing
     finally:
         summarizer.engine.close()
     lookup = SummaryLookup(store, roots, recent, block_size)
+    lookup.written_by = backbone.identity  # which summarizer (explain.py shows it)
     lookup.prompts_cut = summarizer.engine.prompts_cut
     lookup.summarizer = summarizer  # its plan() tells which summaries make up an example's (explain.py)
     return lookup
@@ -167,5 +222,5 @@ def summary_engine(config, backbone):
     if workers <= 1:
         return LLMGenerator(backbone.model, backbone.tokenizer, **kwargs)  # Summarizer runs it in a LocalEngine
     dtype = str(next(backbone.model.parameters()).dtype).replace("torch.", "")
-    return RayEngine(workers, config["llm_path"], config["trsr_cache_dir"], dtype, config["device"], kwargs,
-                     address=config["ray_address"], quantization=config["llm_quantization"])
+    return RayEngine(workers, backbone.path, config["trsr_cache_dir"], dtype, config["device"], kwargs,
+                     address=config["ray_address"], quantization=backbone.quantization)

@@ -188,3 +188,27 @@ def test_the_memory_plan_counts_the_model_and_orders_the_levers(tiny_llm, capsys
     memory_plan.main(["--llm_path", str(tiny_llm), "--train_batch_size=2"])
     out = capsys.readouterr().out
     assert "fits 24 GB" in out and "24 GB: fits with none" in out
+
+
+def test_the_gpu_check_runs_in_its_reduced_mode_on_cpu(tiny_llm, tmp_path):
+    import json
+    import shutil
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    import gpu_check
+
+    shape = tmp_path / "gpu" / "smollm2-shape"
+    shape.mkdir(parents=True)
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(tiny_llm / name, shape / name)
+    (tmp_path / "gpu" / "prompts.json").write_text(json.dumps([f"A user watched item {i}." for i in range(8)]))
+    result = gpu_check.check(tmp_path / "out", reduced=True, gpu_dir=tmp_path / "gpu")
+    assert result["device"] == "cpu" and all(v > 0 for v in result["summaries"].values())
+    for levers in result["training"].values():
+        assert set(levers) == {"today", "micro", "ckpt", "4bit"}
+        assert all(r["steps_per_s"] > 0 and r["peak_gib"] > 0 for r in levers.values())
+    assert result["scoring"]["kv"] > 0
+    written = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
+    assert written["training"] == result["training"] and "| kv |" in (tmp_path / "out" / "gpu_check.md").read_text()

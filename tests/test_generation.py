@@ -48,6 +48,10 @@ def test_every_lever_gives_generates_text(backbone):
         settings += [dict(OFF, **{lever: "auto" if lever == "attention" else True}) for lever in LEVERS]
         settings += [dict(OFF, preallocate=True, decode_reads_capacity=True), dict(decode_reads_capacity=False)]
         settings += [dict(OFF), dict(prefill_max_tokens=40), dict(batch_max_tokens=90)]
+        # CUDA's choices, pinned on the CPU: keys laid out for the fused SDPA kernels (with the model's own
+        # attention and with the matmul one), and the host checking for finished rows every 8 steps only
+        settings += [dict(key_layout="positions", attention=None), dict(key_layout="positions"),
+                     dict(sync_every=8), dict(key_layout="positions", attention=None, sync_every=8)]
         for kwargs in settings:
             gen = LLMGenerator(model, backbone.tokenizer, max_new_tokens=12, **kwargs)
             assert gen(data) == expected, kwargs
@@ -142,3 +146,16 @@ def test_decode_reading_the_whole_cache_gives_the_same_logits(backbone):
         assert cache.layers[0].get_mask_sizes(1) == ((9, 0) if whole else (6, 0))
     for other in logits[1:]:
         torch.testing.assert_close(other, logits[0], rtol=1e-5, atol=1e-5)
+
+
+def test_the_cuda_key_layout_has_unit_stride_where_fused_attention_needs_it(backbone):
+    model = backbone.model
+    cuda = preallocated_cache(model, 3, 20, torch.float32, "cpu", transposed_keys=False).layers[0]
+    cpu = preallocated_cache(model, 3, 20, torch.float32, "cpu").layers[0]
+    keys = torch.randn(3, model.config.num_key_value_heads, 5, model.config.hidden_size // model.config.num_attention_heads)
+    for layer in (cuda, cpu):
+        out_keys, _ = layer.update(keys, keys.clone())
+        assert torch.equal(out_keys, keys)
+    assert cuda.keys.stride(-1) == 1 and cpu.keys.stride(-1) != 1
+    gen = LLMGenerator(model, backbone.tokenizer)
+    assert gen._transposed_keys() and gen._sync_every() == 1  # this CPU's defaults

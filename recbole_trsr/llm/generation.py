@@ -43,27 +43,37 @@ class PreallocatedLayer(DynamicLayer):
     :meth:`row_slice` gives a layer over some rows of the same buffers, so a batch can be prefilled in
     chunks of rows, and a prefix shared by the batch computed in row 0 alone (:meth:`copy_first_row`)."""
 
-    def __init__(self, capacity, rows, kv_heads, head_dim, dtype, device, decode_reads_capacity=False):
+    def __init__(self, capacity, rows, kv_heads, head_dim, dtype, device, decode_reads_capacity=False,
+                 transposed_keys=True):
         super().__init__()
         self.dtype, self.device, self.capacity, self.length = dtype, device, int(capacity), 0
         self.decode_reads_capacity = decode_reads_capacity
+        # transposed_keys: the CPU layout above, for the matmul attention. False (CUDA): keys stored as
+        # [rows, heads, positions, head_dim], unit stride along head_dim, which the fused SDPA kernels need
+        # (with the transposed layout they fall back to the math kernel).
+        self.transposed_keys = transposed_keys
         # Zeros, not empty: a decode step that reads the whole capacity multiplies the unwritten
         # positions by a probability of exactly 0, which must not meet a NaN left in fresh memory.
         alloc = torch.zeros if decode_reads_capacity else torch.empty
-        self._keys_t = alloc(rows, kv_heads, head_dim, self.capacity, dtype=dtype, device=device)
+        shape = (rows, kv_heads, head_dim, self.capacity) if transposed_keys else (rows, kv_heads, self.capacity, head_dim)
+        self._keys_t = alloc(*shape, dtype=dtype, device=device)
         self._values = alloc(rows, kv_heads, self.capacity, head_dim, dtype=dtype, device=device)
         self.is_initialized = True
         self._views()
 
+    def _key_positions(self):
+        """The key buffer as [rows, heads, positions, head_dim], whatever its layout."""
+        return self._keys_t.transpose(-1, -2) if self.transposed_keys else self._keys_t
+
     def _views(self):
-        self.keys = self._keys_t[..., :self.length].transpose(-1, -2)
+        self.keys = self._key_positions()[:, :, :self.length]
         self.values = self._values[:, :, :self.length]
 
     def update(self, key_states, value_states, *args, **kwargs):
         end = self.length + key_states.shape[-2]
         if end > self.capacity:
             raise RuntimeError(f"preallocated KV cache of {self.capacity} positions is full (asked for {end})")
-        self._keys_t[..., self.length:end] = key_states.transpose(-1, -2)
+        self._key_positions()[:, :, self.length:end] = key_states
         self._values[:, :, self.length:end] = value_states
         self.length = end
         self._views()
@@ -71,7 +81,7 @@ class PreallocatedLayer(DynamicLayer):
             # The whole buffers: contiguous operands that the matmuls read in place, where a view of the
             # first ``length`` positions (rows ``capacity`` apart) is copied first, which took half of a
             # decode step's attention. The mask (:meth:`get_mask_sizes`) hides what is not written yet.
-            return self._keys_t.transpose(-1, -2), self._values
+            return self._key_positions(), self._values
         return self.keys, self.values
 
     def get_mask_sizes(self, query):
@@ -94,7 +104,8 @@ class PreallocatedLayer(DynamicLayer):
 
     def copy_first_row(self, length):
         """Row 0's first ``length`` positions (a shared prefix) into every row; the cache then holds ``length``."""
-        self._keys_t[1:, ..., :length] = self._keys_t[:1, ..., :length]
+        keys = self._key_positions()
+        keys[1:, :, :length] = keys[:1, :, :length]
         self._values[1:, :, :length] = self._values[:1, :, :length]
         self.set_length(length)
 
@@ -108,13 +119,13 @@ class PreallocatedLayer(DynamicLayer):
         self._views()
 
 
-def preallocated_cache(model, rows, capacity, dtype, device, decode_reads_capacity=False):
+def preallocated_cache(model, rows, capacity, dtype, device, decode_reads_capacity=False, transposed_keys=True):
     """A transformers ``Cache`` of :class:`PreallocatedLayer` for ``rows`` sequences of ``capacity`` positions."""
     config = model.config.get_text_config()
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
-    return Cache(layers=[PreallocatedLayer(capacity, rows, kv_heads, head_dim, dtype, device, decode_reads_capacity)
-                         for _ in range(config.num_hidden_layers)])
+    return Cache(layers=[PreallocatedLayer(capacity, rows, kv_heads, head_dim, dtype, device, decode_reads_capacity,
+                                           transposed_keys) for _ in range(config.num_hidden_layers)])
 
 
 def left_padded(rows, pad):
@@ -158,7 +169,8 @@ class LLMGenerator:
 
     def __init__(self, model, tokenizer, max_new_tokens=64, use_chat_template=True, max_prompt_tokens=1024,
                  decoder="loop", batch_max_tokens=24576, share_prefix=True, drop_finished=True, preallocate=True,
-                 prefill_max_tokens=2048, attention="auto", decode_reads_capacity=True):
+                 prefill_max_tokens=2048, attention="auto", decode_reads_capacity=True, key_layout="auto",
+                 sync_every="auto"):
         if decoder not in DECODERS:
             raise ValueError(f"summary decoder must be one of {DECODERS}, not {decoder!r}")
         self.model = model
@@ -173,6 +185,10 @@ class LLMGenerator:
         self.prefill_max_tokens = int(prefill_max_tokens)
         self.attention = attention
         self.decode_reads_capacity = decode_reads_capacity
+        # key_layout: "transposed" (the CPU matmul attention's) | "positions" (the fused SDPA kernels') | auto
+        # (by device); sync_every: decode steps between the host's checks for finished rows (auto: 1 on
+        # a CPU, where a check costs nothing, 8 on CUDA, where each one stalls the queue of kernels).
+        self.key_layout, self.sync_every = key_layout, sync_every
         self.head, self.tail = chat_frame(tokenizer, use_chat_template, plain_tail="\nSummary:")
         eos = getattr(model.generation_config, "eos_token_id", None)
         eos = tokenizer.eos_token_id if eos is None else eos
@@ -240,6 +256,16 @@ class LLMGenerator:
     def _device(self):
         return next(self.model.parameters()).device
 
+    def _transposed_keys(self):
+        if self.key_layout == "auto":
+            return self._device().type != "cuda"
+        return self.key_layout == "transposed"
+
+    def _sync_every(self):
+        if self.sync_every == "auto":
+            return 8 if self._device().type == "cuda" else 1
+        return max(1, int(self.sync_every))
+
     def _attention(self):
         if self.attention != "auto":
             return self.attention
@@ -261,7 +287,7 @@ class LLMGenerator:
             if self.preallocate:
                 capacity = mask.shape[1] + self.max_new_tokens
                 cache = preallocated_cache(model, n, capacity, next(model.parameters()).dtype, device,
-                                           self.decode_reads_capacity)
+                                           self.decode_reads_capacity, self._transposed_keys())
             else:
                 cache = DynamicCache()
             token = self._prefill(cache, rows[0][:shared], ids, mask, positions)
@@ -306,14 +332,21 @@ class LLMGenerator:
         finished = torch.zeros(n, dtype=torch.bool, device=device)
         produced = torch.full((n, self.max_new_tokens), pad, dtype=torch.long, device=device)
         lengths = torch.zeros(n, dtype=torch.long, device=device)
+        every = self._sync_every()
         for step in range(self.max_new_tokens):
-            live = ~finished
-            produced[where[live], step] = token[live]
-            lengths[where[live]] = step + 1
+            live = ~finished  # no boolean indexing below: its data-dependent size would sync with the host
+            produced[where, step] = torch.where(live, token, produced[where, step])
+            lengths[where] = torch.where(live, step + 1, lengths[where])
             finished |= torch.isin(token, eos)
-            if step == self.max_new_tokens - 1 or bool(finished.all()):
+            if step == self.max_new_tokens - 1:
                 break
-            if self.drop_finished and int(finished.sum()) * 4 >= len(finished):
+            if (step + 1) % every:  # rows that finished meanwhile run on, their tokens not recorded
+                done = None
+            else:
+                done = int(finished.sum())  # the step's one host sync
+                if done == len(finished):
+                    break
+            if self.drop_finished and done is not None and done * 4 >= len(finished):
                 # Rows that are done leave the batch once they are a quarter of it: dropping copies the
                 # cache, so it is not done for every single row that finishes.
                 keep = (~finished).nonzero().squeeze(1)

@@ -28,13 +28,23 @@ def test_a_cpu_worker_joins_with_gloo_on_the_cpu(fake_group, monkeypatch):
 
 
 def test_a_cuda_worker_joins_with_nccl_on_its_own_gpu(fake_group, monkeypatch):
+    import os
+
     chosen = []
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     final = {"local_rank": 1, "nproc": 2, "world_size": 4, "ip": "localhost", "port": 5678, "offset": 0, "gpu_id": "0,1"}
     process_group.init_distributed(final)
     assert fake_group["backend"] == "nccl" and fake_group["rank"] == 1 and fake_group["world_size"] == 4
     assert final["device"] == torch.device("cuda", 1) and chosen == [1]
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "0,1"  # the GPUs gpu_id names, one a worker
+    # RecBole's default gpu_id '0' for 2 workers: the visible GPUs, each worker its own, env untouched
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    final = {"local_rank": 1, "nproc": 2, "world_size": 2, "ip": "localhost", "port": 5678, "offset": 0, "gpu_id": "0"}
+    process_group.init_distributed(final)
+    assert final["device"] == torch.device("cuda", 1) and "CUDA_VISIBLE_DEVICES" not in os.environ
 
 
 def test_auto_dtype_is_bf16_on_a_cuda_gpu_that_has_it_else_fp16(monkeypatch):

@@ -106,7 +106,7 @@ def init_distributed(final):
     cuda = use_gpu and torch.cuda.is_available()
     device = rank_device(local_rank, settings["nproc"], cuda, torch.cuda.device_count() if cuda else 0)
     if cuda:
-        torch.cuda.set_device(device)
+        torch.cuda.set_device(device.index)
     if not dist.is_initialized():
         # A rank that dies leaves the others waiting in a collective: after dist_timeout seconds they fail
         # instead of hanging (on one machine the launcher notices the death first, see launch.py).

@@ -81,7 +81,8 @@ class TRSRConfig(Config):
             return
         before = os.environ.get("CUDA_VISIBLE_DEVICES")
         super()._init_device()
-        if is_multi_process(launch_settings(self.final_config_dict)):
+        keys = ("nproc", "world_size", "ip", "port", "offset")
+        if is_multi_process(launch_settings({k: self.final_config_dict.get(k) for k in keys})):
             # The launcher of several workers: RecBole just exported its gpu_id (default '0'), which the
             # workers would inherit and all see one GPU; each worker chooses its own (init_distributed).
             if before is None:

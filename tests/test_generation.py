@@ -159,3 +159,5 @@ def test_the_cuda_key_layout_has_unit_stride_where_fused_attention_needs_it(back
     assert cuda.keys.stride(-1) == 1 and cpu.keys.stride(-1) != 1
     gen = LLMGenerator(model, backbone.tokenizer)
     assert gen._transposed_keys() and gen._sync_every() == 1  # this CPU's defaults
+    with pytest.raises(ValueError, match="key_layout must be"):
+        LLMGenerator(model, backbone.tokenizer, key_layout="columns")

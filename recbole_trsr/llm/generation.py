@@ -188,6 +188,8 @@ class LLMGenerator:
         # key_layout: "transposed" (the CPU matmul attention's) | "positions" (the fused SDPA kernels') | auto
         # (by device); sync_every: decode steps between the host's checks for finished rows (auto: 1 on
         # a CPU, where a check costs nothing, 8 on CUDA, where each one stalls the queue of kernels).
+        if key_layout not in ("auto", "transposed", "positions"):
+            raise ValueError(f"key_layout must be auto, transposed or positions, not {key_layout!r}")
         self.key_layout, self.sync_every = key_layout, sync_every
         self.head, self.tail = chat_frame(tokenizer, use_chat_template, plain_tail="\nSummary:")
         eos = getattr(model.generation_config, "eos_token_id", None)

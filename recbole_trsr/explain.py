@@ -66,10 +66,10 @@ def explain_user(user, dataset, config_file_list=None, config_dict=None, argv=No
     out["prompt"] = net.prompts.tokenizer.decode(group.prefix + group.suffixes[0])
     if checkpoint and candidates:
         with torch.no_grad():
-            log_p = net._score([uid] * len(candidates), [position] * len(candidates), candidates)
-        ranked = sorted(zip(candidates, log_p.exp().tolist()), key=lambda c: -c[1])
+            margin = net._score([uid] * len(candidates), [position] * len(candidates), candidates)
+        ranked = sorted(zip(candidates, margin.sigmoid().tolist()), key=lambda c: -c[1])
         out["candidates"] = [{"item": text(i), "p_yes": p, "target": i == items[position]} for i, p in ranked[:top]]
-        greater, ties = rank_counts(log_p.tolist(), candidates.index(items[position]))
+        greater, ties = rank_counts(margin.tolist(), candidates.index(items[position]))
         out["target_rank"] = {"greater": greater, "ties": ties}  # ranks greater + 1 .. greater + ties, by expectation
         out["n_candidates"] = len(candidates)
     return out

@@ -192,3 +192,58 @@ def test_a_bf16_model_scores_yes_no_in_fp32_with_resolution_to_rank(tiny_llm):
     with torch.no_grad():
         chunked = token_log_probs(hidden[:3], head, targets, chunk_rows=100)
     assert torch.allclose(chunked, plain, atol=1e-5)
+
+
+def _confident_logits(margins, given):
+    """A yes_no_logits stand-in for a large, sure model: logits near 30-70, each row's margin the next
+    of ``margins`` (15 to 40, every one different), as a 7-8B recommender after SFT answers."""
+    def yes_no_logits(self, groups):
+        n = sum(len(g.suffixes) for g in groups)
+        margin = torch.tensor([margins.pop() for _ in range(n)], dtype=torch.float32)
+        given.append(margin)
+        return torch.stack([30.0 + margin, torch.full_like(margin, 30.0)], dim=1)
+    return yes_no_logits
+
+
+def test_confident_answers_keep_their_margin_and_never_tie(data_root, tmp_path, tiny_llm, monkeypatch):
+    from conftest import llm_config
+    from recbole_trsr.llm.scoring import AnswerScorer
+    from recbole_trsr.model.llmtrsr import LLMTRSR
+
+    margins, given, scored = list(np.random.default_rng(0).permutation(np.linspace(15.0, 40.0, 20000))), [], []
+    monkeypatch.setattr(AnswerScorer, "yes_no_logits", _confident_logits(margins, given))
+    score = LLMTRSR._score
+
+    def recorded(self, *args):
+        scored.append(score(self, *args))
+        return scored[-1]
+    monkeypatch.setattr(LLMTRSR, "_score", recorded)
+    eval_args = {"split": {"LS": "valid_and_test"}, "order": "TO", "group_by": "user", "mode": "uni20"}
+    result = run("LLMTRSR", DATASET, config_dict=llm_config(data_root, tmp_path, tiny_llm, eval_args=eval_args))
+    assert result["per_user"]["ties"] == [1] * 6  # no positive ties another candidate
+    # the score is the margin itself (rows come back in the batch's order): its ranking is P(Yes)'s
+    every_margin = torch.cat(given)
+    for out in scored:
+        assert len(set(out.tolist())) == len(out)
+        assert (out[:, None] - every_margin[None, :]).abs().min(1).values.max() < 1e-5
+
+
+def test_confident_candidate_log_likelihoods_stay_distinct():
+    from recbole_trsr.llm.scoring import token_log_probs
+
+    head = torch.nn.Linear(4, 50, bias=False)
+    with torch.no_grad():
+        head.weight.zero_()
+        head.weight[7, 0] = 1.0
+    margins = torch.linspace(17.0, 40.0, 30)  # the target leads every other token by this much
+    hidden = torch.zeros(30, 4)
+    hidden[:, 0] = margins
+    targets = torch.full((30,), 7)
+    old = torch.log_softmax(hidden @ head.weight.t(), -1)[:, 7]
+    assert (old == 0).sum() >= 20  # own - logsumexp rounds to 0: they would tie
+    for chunk in (50, 16):  # one fp32 pass, and the chunked cast of a low-precision head
+        new = token_log_probs(hidden, head, targets, chunk_rows=chunk)
+        assert len(set(new.tolist())) == 30
+        assert torch.equal(torch.argsort(new), torch.argsort(margins))
+        expected = -torch.log1p(49 * torch.exp(-margins.double()))
+        assert torch.allclose(new.double(), expected, rtol=1e-5, atol=0)

@@ -49,21 +49,25 @@ def output_weight(model):
 def token_log_probs(hidden, head, targets, chunk_rows=16384):
     """fp32 ``log P(targets[i])`` at each row of ``hidden`` ([n, hidden]) under the output layer
     ``head``. A low-precision head is cast ``chunk_rows`` vocabulary rows at a time, so no fp32 copy of
-    the whole matrix is held (a Llama-3 vocabulary would take 2 GB)."""
+    the whole matrix is held (a Llama-3 vocabulary would take 2 GB).
+
+    Computed as ``-softplus(logsumexp(other logits) - own logit)``, not ``own - logsumexp(all)``: the
+    latter is exactly 0 in fp32 once the target leads every other token by ~17, so confident candidates
+    would tie; the former keeps the (tiny) remainder to fp32's relative precision."""
     h, weight, bias = hidden.float(), head.weight, getattr(head, "bias", None)
     targets = torch.as_tensor(targets, device=h.device)
-    if weight.dtype == torch.float32:
-        logits = h @ weight.t() + (bias if bias is not None else 0)
-        return torch.log_softmax(logits, dim=-1).gather(1, targets[:, None])[:, 0]
-    total = None
+    rows = torch.arange(len(targets), device=h.device)
+    others = None
     for start in range(0, weight.shape[0], chunk_rows):
         part = h @ weight[start:start + chunk_rows].float().t()
         if bias is not None:
             part = part + bias[start:start + chunk_rows].float()
+        inside = (targets >= start) & (targets < start + part.shape[1])
+        part[rows[inside], targets[inside] - start] = float("-inf")  # the target is not one of the others
         part = part.logsumexp(-1)
-        total = part if total is None else torch.logaddexp(total, part)
+        others = part if others is None else torch.logaddexp(others, part)
     own = (h * weight[targets].float()).sum(-1) + (bias[targets].float() if bias is not None else 0)
-    return own - total
+    return -torch.nn.functional.softplus(others - own)
 
 
 class AnswerScorer:

@@ -109,13 +109,16 @@ class LLMTRSR(OwnWeightsCheckpointMixin, SequentialRecommender):
         return self.scorer.answer_loss(groups, labels, backward_scale)
 
     def _score(self, users, positions, items):
-        """log P(Yes | Yes or No) for each (user, position, item) row, rows of one user scored together."""
+        """The answer's log-odds ``logit(Yes) - logit(No)`` for each (user, position, item) row, rows of
+        one user scored together: monotone in P(Yes | Yes or No) = sigmoid(score), and unlike
+        ``log_softmax(...)[Yes]`` it never rounds to 0 for a confident answer (margins past ~14 in fp32)."""
         rows_of = {}
         for row, key in enumerate(zip(users, positions)):
             rows_of.setdefault(key, []).append(row)
         groups = [self._group(u, p, [items[r] for r in rows]) for (u, p), rows in rows_of.items()]
         order = torch.tensor([r for rows in rows_of.values() for r in rows])
-        scores = torch.log_softmax(self.scorer.yes_no_logits(groups).float(), dim=-1)[:, 0]
+        logits = self.scorer.yes_no_logits(groups).float()
+        scores = logits[:, 0] - logits[:, 1]
         return torch.empty_like(scores).index_copy_(0, order.to(scores.device), scores)
 
     @torch.no_grad()

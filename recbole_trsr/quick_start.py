@@ -9,6 +9,8 @@ from recbole.utils import init_logger, init_seed, set_color
 from recbole_trsr.config import TRSRConfig
 from recbole_trsr.data import create_dataset
 from recbole_trsr.distributed import gather_objects, is_distributed, is_main_process
+from recbole_trsr.known_warnings import quiet_known_log_records, silenced
+from recbole_trsr.progress import resolve_progress
 from recbole_trsr.distributed.data_parallel import gather_lists, weights_digest
 from recbole_trsr.distributed.launch import check_batch, is_multi_process, launch_settings, spawn
 from recbole_trsr.evaluation import PerUserRecorder, fix_eval_candidates
@@ -39,6 +41,7 @@ def run(model, dataset, config_file_list=None, config_dict=None, argv=None, save
     ranked against the same negatives.
     """
     started = time.perf_counter()
+    quiet_known_log_records()
     given = dict(nproc=nproc, world_size=world_size, ip=ip, port=port, offset=offset)
     config_dict = dict(config_dict or {}, **{k: v for k, v in given.items() if v is not None})
     config = TRSRConfig(model, dataset, config_file_list, config_dict, argv)
@@ -53,6 +56,7 @@ def run(model, dataset, config_file_list=None, config_dict=None, argv=None, save
     else:
         logging.basicConfig(level=logging.ERROR)
     logger = logging.getLogger()
+    resolve_progress(config)
     logger.info(config)
 
     train_data, valid_data, test_data, net = _prepare(config)
@@ -110,9 +114,10 @@ def run(model, dataset, config_file_list=None, config_dict=None, argv=None, save
 def _prepare(config):
     """Dataset, RecBole's three loaders (evaluation candidates fixed per user) and the model."""
     logger = logging.getLogger()
-    data = create_dataset(config)
-    logger.info(data)
-    train_data, valid_data, test_data = data_preparation(config, data)
+    with silenced("recbole-read-only-array", "recbole-pandas-inplace", "recbole-numpy-array-wrap"):
+        data = create_dataset(config)
+        logger.info(data)
+        train_data, valid_data, test_data = data_preparation(config, data)
     fix_eval_candidates(config["seed"], valid_data, test_data, seen_items=getattr(data, "seen_items", None))
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     net = config.model_class(config, train_data._dataset).to(config["device"])  # a name or a class was given

@@ -46,11 +46,11 @@ def test_the_summarizer_prompt_holds_one_bos_and_keeps_its_frame_when_cut(tiny_l
     tok = _tokenizer(tiny_llm, kind)
     model = AutoModelForCausalLM.from_pretrained(tiny_llm, dtype=torch.float32)
     frame = LLMGenerator(model, tok)
-    head, tail = encode(tok, frame.head), encode(tok, frame.tail)
+    head, tail = encode(tok, frame.frames.head), encode(tok, frame.frames.tail)
     limit = len(head) + len(tail) + 41
     gen = LLMGenerator(model, tok, max_new_tokens=2, max_prompt_tokens=limit)
     short, long = "Summarize: a drill and a saw.", "Items: " + ", ".join(f"drill number {i}" for i in range(60)) + ". Summarize them."
-    rows = gen._encode([short, long])
+    rows = gen.frames([short, long])
     for row in rows:
         assert row.count(tok.bos_token_id) == 1 and row[0] == tok.bos_token_id
     assert len(rows[0]) < limit and len(rows[1]) == limit and gen.n_truncated == 1
@@ -59,7 +59,7 @@ def test_the_summarizer_prompt_holds_one_bos_and_keeps_its_frame_when_cut(tiny_l
     assert tok.decode(rows[1]).rstrip().endswith(tok.decode(tail).rstrip())
     assert "Summarize them." in tok.decode(rows[1])  # the instruction at the end of the text stays
     with pytest.raises(ValueError, match="leaves no room"):
-        LLMGenerator(model, tok, max_prompt_tokens=len(start) + len(tail))._encode([long])
+        LLMGenerator(model, tok, max_prompt_tokens=len(start) + len(tail)).frames([long])
 
 
 def test_a_tokenizer_without_default_bos_gets_the_templates_only(tiny_llm):
@@ -77,7 +77,7 @@ def test_a_header_with_bos_keys_its_summaries_apart_from_the_double_bos_ones():
 
     config = {k: None for k in ("summary_paradigm", "summary_fanin", "block_size", "summary_max_new_tokens",
                                 "summary_prompt_max_tokens", "summary_item_max_tokens", "item_max_tokens",
-                                "use_chat_template", "summary_item_fields")}
+                                "use_chat_template", "summary_item_fields", "summary_engine", "summary_temperature")}
     config.update({f"summary_{k}_template": "t" for k in ("block", "merge", "recurrent")})
     assert "frame" not in summarizer_settings(config, "m")  # SmolLM2-style: the keys of existing stores
     assert summarizer_settings(config, "m", header_has_bos=True)["frame"] == "one-bos"

@@ -29,7 +29,7 @@ def prompts(n=11):
 def with_common_end_token(backbone, data, max_new_tokens):
     """Make the token that ``generate`` emits most often the end token, so rows finish at different steps."""
     reference = LLMGenerator(backbone.model, backbone.tokenizer, max_new_tokens=max_new_tokens, decoder="hf")
-    rows = reference._encode(data)
+    rows = reference.frames(data)
     out = reference._generate_hf(rows)
     return Counter(t for row in out for t in row[1:]).most_common(1)[0][0]
 
@@ -61,7 +61,7 @@ def test_every_lever_gives_generates_text(backbone):
 
 def test_budgeted_batches_and_prefill_chunks_cover_every_row(backbone):
     gen = LLMGenerator(backbone.model, backbone.tokenizer, max_new_tokens=4, batch_max_tokens=150)
-    rows = gen._encode(prompts())
+    rows = gen.frames(prompts())
     batches = gen._batches(rows)
     assert sorted(i for b in batches for i in b) == list(range(len(rows)))
     assert len(batches) > 1
@@ -111,7 +111,7 @@ def test_in_bf16_the_loop_differs_from_generate_only_at_near_ties(tiny_llm):
     tok = bf16.tokenizer
     data = prompts(24)
     reference = LLMGenerator(bf16.model, tok, max_new_tokens=12, decoder="hf")
-    rows = reference._encode(data)
+    rows = reference.frames(data)
     expected = [r for k in range(0, len(rows), 8) for r in reference._generate_hf(rows[k:k + 8])]
     loop = LLMGenerator(bf16.model, tok, max_new_tokens=12)
     got = loop._generate_loop(rows)

@@ -28,6 +28,7 @@ def stored(cache):
 def summarize(data_root, tmp_path, tiny_llm, cache, workers):
     return run("LLMTRSR", DATASET, config_dict=llm_config(
         data_root, tmp_path, tiny_llm, trsr_cache_dir=str(cache), summarize_only=True, summary_workers=workers,
+        summary_engine="ray" if workers > 1 else "local",
         summary_batch_size=4, subset_users=10))
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from recbole_trsr.distributed import main_process_first
 from recbole_trsr.llm.memory import quantization_config
@@ -120,11 +120,41 @@ def resolve_model_folder(llm_path, cache_dir):
         return str(converted_gguf_folder(gguf, cache_dir))
 
 
+def load_tokenizer(llm_path, cache_dir="~/.cache/recbole_trsr"):
+    """The tokenizer of the model ``llm_path`` names, without its weights (a pad token set to EOS where
+    it has none)."""
+    folder = resolve_model_folder(str(llm_path), cache_dir)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    except OSError as exc:
+        raise OSError(f"cannot load the tokenizer of {_where(folder)} '{llm_path}': {exc}") from exc
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def backbone_identity(llm_path, cache_dir="~/.cache/recbole_trsr", quantization=None):
+    """The identity :func:`load_backbone` gives the same model (what keys its summaries), read without
+    loading the weights."""
+    folder = resolve_model_folder(str(llm_path), cache_dir)
+    commit = None
+    if not os.path.isdir(folder):
+        try:
+            commit = getattr(AutoConfig.from_pretrained(folder, local_files_only=True), "_commit_hash", None)
+        except OSError as exc:
+            raise OSError(f"cannot load the LLM config of {_where(folder)} '{llm_path}': {exc}") from exc
+    identity = _identity(folder, commit)
+    return identity + f"|{quantization}" if quantization else identity
+
+
+def _where(folder):
+    return "folder" if os.path.isdir(folder) else "hub id (looked up in the local Hugging Face cache only)"
+
+
 def load_backbone(llm_path, cache_dir="~/.cache/recbole_trsr", dtype="auto", device="cpu", quantization=None):
     """Load the causal LM named by ``llm_path`` (see module docstring) for ``device``; ``quantization``:
     ``4bit`` / ``8bit`` loads its linear layers through bitsandbytes (:mod:`recbole_trsr.llm.memory`)."""
     folder = resolve_model_folder(str(llm_path), cache_dir)
-    local = os.path.isdir(folder)
     torch_dtype = pick_dtype(dtype, device)
     kwargs = dict(dtype=torch_dtype, local_files_only=True)
     quantized = quantization_config(quantization, torch_dtype)
@@ -133,26 +163,23 @@ def load_backbone(llm_path, cache_dir="~/.cache/recbole_trsr", dtype="auto", dev
     direct = quantized is not None or torch.device(device).type == "cuda"
     if direct:  # weights straight onto the device: no host copy per rank (a k-bit model also refuses .to)
         kwargs["device_map"] = {"": str(device)}
+    tokenizer = load_tokenizer(folder, cache_dir)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
     except OSError as exc:
-        where = "folder" if local else "hub id (looked up in the local Hugging Face cache only)"
-        raise OSError(f"cannot load the LLM from {where} '{llm_path}': {exc}") from exc
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
+        raise OSError(f"cannot load the LLM from {_where(folder)} '{llm_path}': {exc}") from exc
     if not direct:
         model.to(device)
     model.config.use_cache = False
-    identity = _identity(folder, model)
+    identity = _identity(folder, getattr(model.config, "_commit_hash", None))
     if quantized is not None:  # other weights: summaries made with them are stored apart
         identity += f"|{quantization}"
     return Backbone(model=model, tokenizer=tokenizer, identity=identity, path=str(llm_path), quantization=quantization)
 
 
-def _identity(folder, model):
+def _identity(folder, commit_hash):
     if os.path.isdir(folder):
         files = sorted(p for p in Path(folder).iterdir() if p.suffix in {".safetensors", ".bin", ".json"})
         sig = "|".join(f"{p.name}:{p.stat().st_size}:{int(p.stat().st_mtime)}" for p in files)
         return f"{Path(folder).resolve()}#{hashlib.sha1(sig.encode()).hexdigest()[:12]}"
-    return f"{folder}#{getattr(model.config, '_commit_hash', None)}"
+    return f"{folder}#{commit_hash}"

@@ -25,7 +25,7 @@ from transformers import DynamicCache
 from transformers.cache_utils import Cache, DynamicLayer
 
 from recbole_trsr.llm.attention import NAME as GROUPED_ATTENTION, use_attention
-from recbole_trsr.prompt import chat_frame, encode, head_starts_with_bos, start_ids
+from recbole_trsr.prompt import FramedPrompts
 
 logger = logging.getLogger(__name__)
 
@@ -191,12 +191,11 @@ class LLMGenerator:
         if key_layout not in ("auto", "transposed", "positions"):
             raise ValueError(f"key_layout must be auto, transposed or positions, not {key_layout!r}")
         self.key_layout, self.sync_every = key_layout, sync_every
-        self.head, self.tail = chat_frame(tokenizer, use_chat_template, plain_tail="\nSummary:")
+        self.frames = FramedPrompts(tokenizer, use_chat_template, max_prompt_tokens)
         eos = getattr(model.generation_config, "eos_token_id", None)
         eos = tokenizer.eos_token_id if eos is None else eos
         self.eos_ids = sorted({int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos]) if e is not None})
         self.n_calls = 0
-        self.n_truncated = 0
         self.tokens_in = 0  # prompt tokens (without padding) and generated tokens, for throughput reports
         self.tokens_out = 0
         self.seconds = {"prefill": 0.0, "decode": 0.0}  # the loop decoder's time in each phase
@@ -204,7 +203,7 @@ class LLMGenerator:
     def __call__(self, prompts):
         if not prompts:
             return []
-        rows = self._encode(prompts)
+        rows = self.frames(prompts)
         was_training = self.model.training
         self.model.eval()
         try:
@@ -222,27 +221,10 @@ class LLMGenerator:
         self.tokens_out += sum(map(len, new))
         return [self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in new]
 
-    def _encode(self, prompts):
-        """Token ids of each prompt in its chat frame, with exactly one BOS. An over-long one keeps the
-        header (BOS and chat header) and the tail, and loses the beginning of its own text, so the
-        items nearest the instruction at its end stay; counted in :attr:`n_truncated`."""
-        tok = self.tokenizer
-        # A header that begins with BOS text gets no second one from the tokenizer.
-        rows = tok([self.head + p + self.tail for p in prompts],
-                   add_special_tokens=not head_starts_with_bos(tok, self.head))["input_ids"]
-        over = [i for i, r in enumerate(rows) if len(r) > self.max_prompt_tokens]
-        if over:
-            head, tail = start_ids(tok, self.head), encode(tok, self.tail)
-            room = self.max_prompt_tokens - len(head) - len(tail)
-            if room < 1:
-                raise ValueError(f"summary_prompt_max_tokens={self.max_prompt_tokens} leaves no room for a prompt's "
-                                 f"text inside its chat frame ({len(head) + len(tail)} tokens)")
-            for i in over:
-                rows[i] = head + encode(tok, prompts[i])[-room:] + tail
-            self.n_truncated += len(over)
-            logger.warning("summarizer: %d prompts over %d tokens were cut inside their text (counted)",
-                           len(over), self.max_prompt_tokens)
-        return rows
+    @property
+    def n_truncated(self):
+        """Prompts cut to ``max_prompt_tokens`` (see :class:`~recbole_trsr.prompt.FramedPrompts`)."""
+        return self.frames.n_truncated
 
     def _batches(self, rows):
         """Row indices in batches of similar lengths, each within ``batch_max_tokens`` (padding included)."""

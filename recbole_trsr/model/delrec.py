@@ -14,6 +14,8 @@ from recbole_trsr.data import HISTORY_POSITION_FIELD, ItemTextTable
 from recbole_trsr.llm.backbone import load_backbone
 from recbole_trsr.llm.memory import prepare_for_training
 from recbole_trsr.llm.scoring import AnswerScorer, Group
+from recbole_trsr.known_warnings import silenced
+from recbole_trsr.model.describe import OneLineDescription
 from recbole_trsr.model.own_weights import OwnWeightsCheckpointMixin
 from recbole_trsr.model.retriever import rerank_top_m
 from recbole_trsr.prompt import PromptBuilder
@@ -23,7 +25,7 @@ ADAPTER_MARKERS = ("lora_", "ranknum")
 logger = logging.getLogger(__name__)
 
 
-class DELRec(OwnWeightsCheckpointMixin, SequentialRecommender):
+class DELRec(OneLineDescription, OwnWeightsCheckpointMixin, SequentialRecommender):
     """Soft prompts distilled from an SR model (stage 1), AdaLoRA-tuned LLM (stage 2).
 
     Stage 1 trains only ``soft_prompt`` (the LLM frozen) on Temporal Analysis (predict the
@@ -49,6 +51,7 @@ class DELRec(OwnWeightsCheckpointMixin, SequentialRecommender):
         self.ta_weight, self.rps_weight = config["delrec_ta_weight"], config["delrec_rps_weight"]
         self.soft_len = config["soft_prompt_length"]
         self.full_sort_top_m = config["full_sort_top_m"]
+        self.llm_name, self.llm_quantization = config["llm_path"], config["llm_quantization"]
         self.sr_model = None
         self.stage = "recommend"
 
@@ -74,7 +77,8 @@ class DELRec(OwnWeightsCheckpointMixin, SequentialRecommender):
                                 lora_alpha=config["lora_alpha"], lora_dropout=config["lora_dropout"],
                                 target_modules=list(config["lora_target_modules"]), tinit=0, tfinal=0, deltaT=1,
                                 total_step=max(2, steps * config["epochs"]), task_type="CAUSAL_LM")
-        self.llm = get_peft_model(prepare_for_training(backbone.model, config["gradient_checkpointing"]), adalora)
+        with silenced("peft-is-gradient-checkpointing"):
+            self.llm = get_peft_model(prepare_for_training(backbone.model, config["gradient_checkpointing"]), adalora)
         self.scorer = AnswerScorer(self.llm, 0, 0, backbone.tokenizer.pad_token_id, mode=config["scoring_mode"],
                                    pack_max_tokens=config["pack_max_tokens"], batch_max_tokens=config["batch_max_tokens"],
                                    soft_prompt=self.soft_prompt)

@@ -10,6 +10,8 @@ from recbole_trsr.data.negatives import TrainingNegatives
 from recbole_trsr.llm.backbone import load_backbone
 from recbole_trsr.llm.memory import prepare_for_training
 from recbole_trsr.llm.scoring import AnswerScorer, Group
+from recbole_trsr.known_warnings import silenced
+from recbole_trsr.model.describe import OneLineDescription
 from recbole_trsr.model.own_weights import OwnWeightsCheckpointMixin
 from recbole_trsr.model.retriever import build_retriever, rerank_top_m
 from recbole_trsr.prompt import PromptBuilder, answer_token_id
@@ -28,7 +30,7 @@ def upper_layers(model, n):
     return list(range(total - int(n), total))
 
 
-class LLMTRSR(OwnWeightsCheckpointMixin, SequentialRecommender):
+class LLMTRSR(OneLineDescription, OwnWeightsCheckpointMixin, SequentialRecommender):
     """Text-rich sequential recommendation with an LLM recommender.
 
     Each example's prompt holds the precomputed summary of the user's history before its
@@ -51,6 +53,7 @@ class LLMTRSR(OwnWeightsCheckpointMixin, SequentialRecommender):
         if not 0 <= neg_popular_num <= self.neg_num:
             raise ValueError(f"neg_popular_num={neg_popular_num} must be between 0 and neg_num={self.neg_num}")
         self.full_sort_top_m = config["full_sort_top_m"]
+        self.llm_name, self.llm_quantization = config["llm_path"], config["llm_quantization"]
         self.histories = dataset.user_histories
         self.negatives = TrainingNegatives(self.n_items, dataset.train_item_users, self.neg_num - neg_popular_num,
                                            neg_popular_num, config["seed"])
@@ -73,7 +76,8 @@ class LLMTRSR(OwnWeightsCheckpointMixin, SequentialRecommender):
         lora = LoraConfig(r=config["lora_r"], lora_alpha=config["lora_alpha"], lora_dropout=config["lora_dropout"],
                           target_modules=list(config["lora_target_modules"]), task_type="CAUSAL_LM",
                           layers_to_transform=upper_layers(backbone.model, config["lora_layers"]))
-        self.llm = get_peft_model(prepare_for_training(backbone.model, config["gradient_checkpointing"]), lora)
+        with silenced("peft-is-gradient-checkpointing"):
+            self.llm = get_peft_model(prepare_for_training(backbone.model, config["gradient_checkpointing"]), lora)
         self.yes_id = answer_token_id(backbone.tokenizer, config["answer_yes"])
         self.no_id = answer_token_id(backbone.tokenizer, config["answer_no"])
         if self.yes_id == self.no_id:

@@ -1,4 +1,5 @@
-"""Where summary generation runs: in this process, or on Ray actors (a local Ray or a cluster).
+"""Where summary generation runs: in this process, or on Ray actors (a local Ray or a cluster); the
+OpenAI-compatible server engine has its own module (:mod:`recbole_trsr.summarize.server`).
 
 An engine takes the batches of one depth (independent calls) and yields ``(index, texts)`` as each
 batch finishes, in any order; the :class:`~recbole_trsr.summarize.summarizer.Summarizer` writes each
@@ -31,6 +32,37 @@ class LocalEngine:
     def close(self):
         # Let go of the model: a summarizer of its own is freed before the recommender loads.
         self._cut_before_close, self.generate = self.prompts_cut, None
+
+
+class LazyEngine:
+    """An engine built by ``make()`` on the first batch: a run whose summaries are all stored loads no
+    summarizer, starts no actor and asks no server."""
+
+    def __init__(self, make):
+        self.make, self.engine = make, None
+        self._cut = 0
+
+    @property
+    def prompts_cut(self):
+        return self.engine.prompts_cut if self.engine is not None else self._cut
+
+    @property
+    def calls_per_batch(self):
+        return getattr(self._built(), "calls_per_batch", None)
+
+    def _built(self):
+        if self.engine is None:
+            made = self.make()
+            self.engine = made if hasattr(made, "map") else LocalEngine(made)
+        return self.engine
+
+    def map(self, batches):
+        return self._built().map(batches)
+
+    def close(self):
+        if self.engine is not None:
+            self.engine.close()
+            self._cut, self.engine = self.engine.prompts_cut, None
 
 
 class _SummaryActor:

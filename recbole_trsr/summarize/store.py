@@ -7,6 +7,10 @@ changed dataset can ever read a stale summary. Records are appended and fsync'ed
 batch: an interrupted run loses at most the batch in flight and resumes from the rest.
 Unreadable lines (a write cut off mid-line, a damaged file) are counted, logged and left to be
 recomputed; a cut-off last line is trimmed so later appends start on a fresh line.
+
+A shard of a sharded run (``summary_shard: i``, ``summary_shards: N``) appends to its own file in the same folder,
+``summaries.shard-i-of-N.jsonl``, so shards on several machines never write one file; every run
+reads all of the folder's files, which is the merge.
 """
 import hashlib
 import json
@@ -18,13 +22,14 @@ logger = logging.getLogger(__name__)
 
 
 class SummaryStore:
-    """Key -> summary text, persisted under ``root/summaries/<hash of settings>/``."""
+    """Key -> summary text, persisted under ``root/summaries/<hash of settings>/``; ``part`` (e.g.
+    ``shard-0-of-4``): the file this process appends to (every file of the folder is read)."""
 
-    def __init__(self, root, settings):
+    def __init__(self, root, settings, part=None):
         blob = json.dumps(settings, sort_keys=True, default=str)
         self.dir = Path(os.path.expanduser(str(root))) / "summaries" / hashlib.sha1(blob.encode()).hexdigest()[:16]
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.path = self.dir / "summaries.jsonl"
+        self.path = self.dir / (f"summaries.{part}.jsonl" if part else "summaries.jsonl")
         meta = self.dir / "settings.json"
         if meta.exists():
             try:
@@ -50,24 +55,32 @@ class SummaryStore:
         return len(self.texts)
 
     def _load(self):
-        if not self.path.exists():
-            return
-        data = self.path.read_bytes()
+        files = sorted(self.dir.glob("summaries*.jsonl"))
+        for path in files:
+            self._load_file(path, trim=path == self.path)
+        logger.info("summary store %s: %d summaries loaded from %d files, %d unreadable", self.dir, len(self.texts),
+                    len(files), self.n_corrupt)
+
+    def _load_file(self, path, trim):
+        data = path.read_bytes()
         good_end = len(data)
         if data and not data.endswith(b"\n"):
             good_end = data.rfind(b"\n") + 1
-            logger.warning("summary store %s: last line was cut off mid-write; trimming it", self.path)
             self.n_corrupt += 1
-            with open(self.path, "r+b") as f:
-                f.truncate(good_end)
+            if trim:  # only the file this process appends to: another shard may be writing its own
+                logger.warning("summary store %s: last line was cut off mid-write; trimming it", path)
+                with open(path, "r+b") as f:
+                    f.truncate(good_end)
+            else:
+                logger.warning("summary store %s: last line is incomplete (cut off, or being written); "
+                               "that summary will be recomputed", path)
         for line_no, line in enumerate(data[:good_end].splitlines(), start=1):
             try:
                 record = json.loads(line)
-                self.texts[record["key"]] = str(record["text"])
+                self.texts.setdefault(record["key"], str(record["text"]))
             except (ValueError, KeyError, TypeError):
                 self.n_corrupt += 1
-                logger.warning("summary store %s line %d is unreadable; that summary will be recomputed", self.path, line_no)
-        logger.info("summary store %s: %d summaries loaded, %d unreadable", self.dir, len(self.texts), self.n_corrupt)
+                logger.warning("summary store %s line %d is unreadable; that summary will be recomputed", path, line_no)
 
     def add_many(self, records):
         """Persist ``{key: text}`` durably, then make it visible."""

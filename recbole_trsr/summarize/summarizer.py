@@ -102,9 +102,11 @@ class Summarizer:
         users_done, started = 0, time.perf_counter()
         for depth in sorted(by_depth):
             nodes, depth_started = by_depth[depth], time.perf_counter()
+            bar.set_description(f"summaries, depth {depth} of {max(by_depth)}")
             prompts = [(self._prompt(n), n) for n in nodes]
             prompts.sort(key=lambda p: len(p[0]))  # similar lengths together: less padding
-            chunks = [prompts[s:s + self.batch_size] for s in range(0, len(prompts), self.batch_size)]
+            size = min(self.batch_size, getattr(self.engine, "calls_per_batch", None) or self.batch_size)
+            chunks = [prompts[s:s + size] for s in range(0, len(prompts), size)]
             for index, texts in self.engine.map([[p for p, _ in chunk] for chunk in chunks]):
                 chunk = chunks[index]
                 self.store.add_many({n.key: text for (_, n), text in zip(chunk, texts)})

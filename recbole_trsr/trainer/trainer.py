@@ -157,7 +157,9 @@ class LLMTrainer(SafeCheckpointMixin, Trainer):
             train_data.generator.set_state(resume["loader"])
             skip, total_loss = resume["batches_done"], resume["loss"]
         self._epoch_loader_state = train_data.generator.get_state()
-        batches = tqdm(train_data, total=len(train_data), ncols=100, desc=f"Train {epoch_idx:>5}") if show_progress else train_data
+        phase = "Distill" if getattr(self.model, "stage", None) == "distill" else "Train"  # DELRec's stage 1
+        batches = tqdm(train_data, total=len(train_data), ncols=100, desc=f"{phase} {epoch_idx:>5}",
+                       unit="batch") if show_progress else train_data
         self.optimizer.zero_grad()
         speed = EpochSpeed(self.model, self.device)
         for step, interaction in enumerate(batches, start=1):

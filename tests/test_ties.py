@@ -146,10 +146,8 @@ def test_popularity_negatives_are_distinct_and_never_items_without_training_user
     class Popular(_Phase):
         distribution = "popularity"
 
-        def _get_candidates_list(self):
-            return [1] * 50 + [2] * 20 + list(range(3, 15))
-
-    sampler = FixedCandidatesSampler(Popular(np.array([{5}])), seed=1)
+    training_users = np.bincount([1] * 50 + [2] * 20 + list(range(3, 15)), minlength=Popular.item_num)
+    sampler = FixedCandidatesSampler(Popular(np.array([{5}])), seed=1, item_users=training_users)
     negatives = sampler.sample_by_user_ids(np.array([0]), np.array([1]), 10).tolist()
     assert len(set(negatives)) == 10 and not set(negatives) & {0, 1, 5} and max(negatives) < 15
 

@@ -13,6 +13,11 @@ from the splits it samples for, after the plugin's draws: ``train_users`` would 
 sequential split never names a user's first item (it is no example's target), so SASRec and Pop
 would exclude different items. ``fix_eval_candidates`` therefore takes the dataset's
 ``seen_items`` (computed before any draw, see ``recbole_trsr.data.dataset.seen_items_by_phase``).
+
+Popularity negatives (``popN``) are weighted by the training split's users per item
+(``train_item_users``, the same for every model type), never by RecBole's candidate list, which
+counts the valid and test targets too. And every user of every phase is checked when the loaders are
+built, before training: a user with fewer eligible items than ``N`` is an error naming the users.
 """
 import hashlib
 
@@ -26,13 +31,15 @@ class FixedCandidatesSampler:
     when the phase's distribution is ``popularity``) among the items that are neither the positive
     nor one the phase excludes for the user (``used_ids``)."""
 
-    def __init__(self, sampler, seed):
+    def __init__(self, sampler, seed, item_users=None):
         self._sampler = sampler
         self._seed = int(seed)
         self._weights = None
         if getattr(sampler, "distribution", "uniform") == "popularity":
-            counts = np.bincount(np.asarray(sampler._get_candidates_list(), dtype=np.int64), minlength=sampler.item_num)
-            self._weights = counts.astype(np.float64)
+            if item_users is None:
+                raise ValueError("popularity negatives need the training split's users per item "
+                                 "(train_item_users, set by the plugin's datasets)")
+            self._weights = np.asarray(item_users, dtype=np.float64).copy()
             self._weights[0] = 0.0  # the padding id
 
     def __getattr__(self, name):
@@ -68,6 +75,20 @@ class FixedCandidatesSampler:
                         break
         return np.asarray(chosen, dtype=np.int64)
 
+    def shortfalls(self, user_ids, item_ids, num):
+        """``[(user, eligible), ...]``: the rows whose user has fewer than ``num`` items to draw from."""
+        n_items, short = int(self._sampler.item_num), []
+        drawable = None if self._weights is None else self._weights > 0
+        for user, positive in zip(np.asarray(user_ids).tolist(), np.asarray(item_ids).tolist()):
+            excluded = set(self._sampler.used_ids[user]) | {positive, 0}
+            if drawable is None:
+                eligible = n_items - len(excluded)
+            else:
+                eligible = int(drawable.sum()) - sum(1 for i in excluded if drawable[i])
+            if eligible < num:
+                short.append((user, eligible))
+        return short
+
     def sample_by_user_ids(self, user_ids, item_ids, num):
         """RecBole's layout: value j*len(user_ids) + i is the j-th negative of row i."""
         out = np.empty((num, len(user_ids)), dtype=np.int64)
@@ -79,16 +100,34 @@ class FixedCandidatesSampler:
 def fix_eval_candidates(seed, *loaders, seen_items=None):
     """Give each sampled-evaluation loader a :class:`FixedCandidatesSampler`; full-ranking loaders
     (no sampler) are left as they are. ``seen_items`` (``{phase: per-user item sets}``) replaces the
-    phase's exclusions. Returns how many loaders were changed."""
+    phase's exclusions. Every row of every changed loader is checked for ``N`` eligible negatives
+    here, before any training. Returns how many loaders were changed."""
     changed = 0
     for loader in loaders:
         sampler = getattr(loader, "_sampler", None)
         if sampler is not None and not isinstance(sampler, FixedCandidatesSampler) and getattr(loader, "neg_sample_args", {}).get("distribution") not in (None, "none"):
             if seen_items is not None and sampler.phase in seen_items:
                 sampler.used_ids = seen_items[sampler.phase]  # this phase's own copy (Sampler.set_phase)
-            loader._sampler = FixedCandidatesSampler(sampler, seed)
+            dataset = loader._dataset
+            loader._sampler = FixedCandidatesSampler(sampler, seed, getattr(dataset, "train_item_users", None))
+            check_negatives(loader)
             changed += 1
     return changed
+
+
+def check_negatives(loader):
+    """Raise, naming the users and their counts, if a row of ``loader`` has fewer than its
+    ``sample_num`` items to draw distinct negatives from."""
+    dataset, num = loader._dataset, int(loader.neg_sample_args["sample_num"])
+    users, items = dataset.inter_feat[dataset.uid_field], dataset.inter_feat[dataset.iid_field]
+    short = loader._sampler.shortfalls(users, items, num)
+    if short:
+        names = ", ".join(f"{dataset.id2token(dataset.uid_field, u)} ({n})" for u, n in short[:10])
+        kind = "with training users " if loader._sampler._weights is not None else ""
+        raise ValueError(f"{loader._sampler.phase}: {len(short)} users have fewer than {num} items {kind}that are "
+                         f"neither their positive nor seen before it, for {num} distinct negatives: {names}"
+                         f"{' ...' if len(short) > 10 else ''}. Ask for fewer (eval_args mode uniN/popN) or "
+                         "filter these users out (e.g. a smaller catalogue cut, user_inter_num_interval)")
 
 
 def sampled_candidates(loader, uid_field, iid_field):

@@ -1,4 +1,5 @@
 """DELRec with a tiny random Llama: stage 1 trains only the soft prompt, stage 2 only the adapter."""
+import shutil
 import warnings
 
 import pytest
@@ -173,3 +174,25 @@ def test_adapter_folder_reloads_with_plain_peft(built, tmp_path, tiny_llm):
     ids = torch.tensor([list(range(5, 40))])
     with torch.no_grad():
         torch.testing.assert_close(peft_model(input_ids=ids).logits, model.llm(input_ids=ids).logits, atol=1e-5, rtol=0)
+
+
+def test_another_sr_model_never_reads_an_old_evaluation_journal(data_root, tmp_path, tiny_llm, monkeypatch):
+    """DELRec's SR model is frozen, so its weights are not among the trainable ones; the journal of a
+    killed evaluation (kept here by not discarding it) must still be named after it."""
+    from recbole_trsr.evaluation.journal import ScoreJournal
+
+    checkpoints = [run("SASRec", DATASET, config_dict=llm_config(data_root, tmp_path / f"sr{lr}", tiny_llm, learning_rate=lr,
+                                                                 hidden_size=16, inner_size=32, n_layers=1))["checkpoint"]
+                   for lr in (0.01, 0.002)]
+    reused = []
+    monkeypatch.setattr(ScoreJournal, "discard", lambda self: reused.append(self.reused))
+    teacher = tmp_path / "teacher.pth"  # one path, as a user retraining their SR model in place has
+
+    def evaluate(checkpoint):  # no training: the same DELRec weights (seeded) beside either SR model
+        shutil.copyfile(checkpoint, teacher)
+        run("DELRec", DATASET, config_dict=delrec_config(data_root, tmp_path, tiny_llm, epochs=0, delrec_stage1_epochs=0,
+                                                         delrec_sr_checkpoint=str(teacher)))
+        return reused[-1]
+    assert evaluate(checkpoints[0]) == 0
+    assert evaluate(checkpoints[0]) > 0  # the same SR model: the journal serves the run again
+    assert evaluate(checkpoints[1]) == 0  # another SR model at the same path scores every batch anew

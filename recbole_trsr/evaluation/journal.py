@@ -6,8 +6,9 @@ each batch up by a digest of its content (every tensor of the interaction: users
 candidates) before computing it; a computed batch is written to its own file atomically (temporary
 file, then rename), so a kill leaves only whole files. Evaluation candidates are fixed per user and
 seed (:mod:`.candidates`), so the same batch of a later run has the same digest. The folder is named
-(by the trainer) after the model's trainable weights and the run's settings: other weights, or the same
-weights with another prompt, never read these scores.
+(by the trainer) after :func:`evaluation_digest` and the run's settings: other weights, another model
+attached to the scorer (DELRec's SR model, LLMTRSR's full-sort retriever), or the same weights with
+another prompt, never read these scores.
 """
 import contextlib
 import hashlib
@@ -23,6 +24,25 @@ from recbole_trsr import faults
 from recbole_trsr.distributed import rank
 
 logger = logging.getLogger(__name__)
+
+
+def evaluation_digest(model):
+    """A short hash of everything in ``model`` that decides its scores beyond the run's settings: its
+    trainable weights, and every parameter and buffer of the frozen models attached to it, named by
+    the model's ``ATTACHED_MODELS`` (attribute names; e.g. DELRec's SR model, trained or loaded per
+    run and frozen, so its weights are not among the trainable ones)."""
+    h = hashlib.sha1()
+    tensors = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    for attribute in getattr(model, "ATTACHED_MODELS", ()):
+        attached = getattr(model, attribute, None)
+        if attached is not None:
+            tensors += [(f"{attribute}.{n}", t) for n, t in attached.named_parameters()]
+            tensors += [(f"{attribute}.{n}", t) for n, t in attached.named_buffers()]
+            h.update(f"{attribute}:{type(attached).__name__}:{getattr(attached, 'name', '')}".encode())
+    for name, tensor in tensors:
+        h.update(name.encode())
+        h.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def batch_digest(kind, interaction):

@@ -40,6 +40,7 @@ class DELRec(OneLineDescription, OwnWeightsCheckpointMixin, SequentialRecommende
     """
 
     input_type = InputType.POINTWISE
+    ATTACHED_MODELS = ("sr_model",)  # frozen, but part of what its scores depend on (evaluation journal key)
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)

@@ -40,6 +40,7 @@ class LLMTRSR(OneLineDescription, OwnWeightsCheckpointMixin, SequentialRecommend
     """
 
     input_type = InputType.POINTWISE
+    ATTACHED_MODELS = ("retriever",)  # frozen, but part of what its scores depend on (evaluation journal key)
     supports_backward_per_micro_batch = True
 
     def __init__(self, config, dataset):

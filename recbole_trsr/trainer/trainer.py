@@ -16,8 +16,7 @@ from tqdm import tqdm
 
 from recbole_trsr import faults
 from recbole_trsr.distributed import barrier, broadcast_object, gather_objects, is_main_process, rank, world_size
-from recbole_trsr.distributed.data_parallel import weights_digest
-from recbole_trsr.evaluation.journal import ScoreJournal
+from recbole_trsr.evaluation.journal import ScoreJournal, evaluation_digest
 from recbole_trsr.llm.memory import peak_memory, reset_peak_memory
 from recbole_trsr.trainer.checkpoint import (load_checkpoint, model_state, plain_config, restore_model_state,
                                              save_checkpoint)
@@ -210,7 +209,7 @@ class LLMTrainer(SafeCheckpointMixin, Trainer):
         # Named by the weights and by the settings (prompt template, budgets, summaries' settings...):
         # a run killed mid-evaluation and started again with other settings must not read its scores.
         journal = ScoreJournal(Path(self.config["checkpoint_dir"]) / "eval-journal" / (
-            f"{self.config['model']}-{weights_digest(self.model)}-{self.settings_digest}"))
+            f"{self.config['model']}-{evaluation_digest(self.model)}-{self.settings_digest}"))
         with journal.recording(self.model):
             result = super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
         barrier()  # every rank has finished reading before rank 0 removes it

@@ -14,6 +14,7 @@ from recbole_trsr.progress import resolve_progress
 from recbole_trsr.distributed.data_parallel import gather_lists, weights_digest
 from recbole_trsr.distributed.launch import check_batch, is_multi_process, launch_settings, spawn
 from recbole_trsr.evaluation import PerUserRecorder, fix_eval_candidates
+from recbole_trsr.evaluation.ties import check_metrics
 from recbole_trsr.sr_model import attach_sr_models
 from recbole_trsr.trainer import get_trainer
 
@@ -45,6 +46,7 @@ def run(model, dataset, config_file_list=None, config_dict=None, argv=None, save
     given = dict(nproc=nproc, world_size=world_size, ip=ip, port=port, offset=offset)
     config_dict = dict(config_dict or {}, **{k: v for k, v in given.items() if v is not None})
     config = TRSRConfig(model, dataset, config_file_list, config_dict, argv)
+    check_metrics(config["metrics"])  # before the data, the summaries and the training
     settings = launch_settings(config)
     if "local_rank" not in config_dict and is_multi_process(settings):
         check_batch(config["train_batch_size"], settings)

@@ -245,3 +245,23 @@ def test_confident_candidate_log_likelihoods_stay_distinct():
         assert torch.equal(torch.argsort(new), torch.argsort(margins))
         expected = -torch.log1p(49 * torch.exp(-margins.double()))
         assert torch.allclose(new.double(), expected, rtol=1e-5, atol=0)
+
+
+@pytest.mark.parametrize("metric", ["ItemCoverage", "GiniIndex", "AveragePopularity", "ShannonEntropy",
+                                    "TailPercentage"])
+def test_metrics_of_topk_lists_are_refused_before_the_data_loads(data_root, tmp_path, monkeypatch, metric):
+    from recbole_trsr import quick_start
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("the dataset was built before the metrics were checked")
+    monkeypatch.setattr(quick_start, "create_dataset", no_data)
+    with pytest.raises(ValueError, match=rf"\['{metric}'\]: RecBole computes them from top-k lists"):
+        run("SASRec", DATASET, config_dict=base_config(data_root, tmp_path, metrics=["Recall", metric]))
+
+
+def test_gauc_stays_allowed_and_is_exactly_chance_for_equal_scores(data_root, tmp_path):
+    config = base_config(data_root, tmp_path, subset_users=12, topk=[10], metrics=["Recall", "GAUC"],
+                         valid_metric="Recall@10",
+                         eval_args={"split": {"LS": "valid_and_test"}, "order": "TO", "group_by": "user", "mode": "uni20"})
+    ScriptedScores.targets, ScriptedScores.script = _test_targets(config), "constant"
+    assert run(ScriptedScores, DATASET, config_dict=config)["test_result"]["gauc"] == pytest.approx(0.5, abs=1e-6)

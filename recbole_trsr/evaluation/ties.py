@@ -23,6 +23,19 @@ TIE_AWARE_METRICS = ("hit", "mrr", "map", "recall", "ndcg", "precision")
 _LINEAR = ("recall", "ndcg", "precision")
 
 
+def check_metrics(names):
+    """Refuse RecBole's metrics of the recommended lists (``rec.items``: ItemCoverage, GiniIndex,
+    AveragePopularity, ShannonEntropy, TailPercentage): RecBole fills those lists with
+    ``torch.topk``, whose order among tied items is the kernel's, and they have no tie-aware form here."""
+    from recbole.evaluator.register import metrics_dict
+
+    lists = [n for n in names if "rec.items" in getattr(metrics_dict.get(str(n).lower()), "metric_need", ())]
+    if lists:
+        raise ValueError(f"metrics {lists}: RecBole computes them from top-k lists ordered by torch.topk, which "
+                         "breaks ties by item index, and the plugin has no tie-aware form of them: leave them out "
+                         f"of metrics (tie-aware: {', '.join(TIE_AWARE_METRICS)}; also AUC, GAUC)")
+
+
 def tie_counts(scores, positive_u, positive_i):
     """``(greater, ties)`` per positive: how many items of its row score strictly higher, and how many
     score the same (the positive included). ``scores`` is RecBole's ``[rows, n_items]`` tensor."""
@@ -123,6 +136,7 @@ class TieAwareEvaluator(Evaluator):
     """RecBole's evaluator with its top-k metrics of the positives replaced by :class:`TieAwareTopk`."""
 
     def __init__(self, config):
+        check_metrics(config["metrics"])
         super().__init__(config)
         for name in self.metrics:
             if name in TIE_AWARE_METRICS:

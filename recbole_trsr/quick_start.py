@@ -13,7 +13,7 @@ from recbole_trsr.known_warnings import quiet_known_log_records, silenced
 from recbole_trsr.progress import resolve_progress
 from recbole_trsr.distributed.data_parallel import gather_lists, weights_digest
 from recbole_trsr.distributed.launch import check_batch, is_multi_process, launch_settings, spawn
-from recbole_trsr.evaluation import PerUserRecorder, fix_eval_candidates
+from recbole_trsr.evaluation import PerUserRecorder, fix_eval_candidates, fix_full_ranking
 from recbole_trsr.evaluation.ties import check_metrics
 from recbole_trsr.sr_model import attach_sr_models
 from recbole_trsr.trainer import get_trainer
@@ -120,7 +120,8 @@ def _prepare(config):
         data = create_dataset(config)
         logger.info(data)
         train_data, valid_data, test_data = data_preparation(config, data)
-    fix_eval_candidates(config["seed"], valid_data, test_data, seen_items=getattr(data, "seen_items", None))
+    fix_eval_candidates(config["seed"], valid_data, test_data, seen_items=data.seen_items)
+    fix_full_ranking(valid_data, test_data, seen_items=data.seen_items)
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     net = config.model_class(config, train_data._dataset).to(config["device"])  # a name or a class was given
     logger.info(net)

@@ -3,7 +3,7 @@ negatives, and scores that keep their resolution (fp32 answer head) under a bf16
 import numpy as np
 import pytest
 import torch
-from recbole.model.abstract_recommender import SequentialRecommender
+from recbole.model.abstract_recommender import GeneralRecommender, SequentialRecommender
 from recbole.utils import InputType
 
 from conftest import DATASET, base_config
@@ -95,23 +95,29 @@ def test_metrics_of_record_are_exactly_chance_for_equal_scores_one_and_zero_at_t
         ScriptedScores.script = script
         results[script] = run(ScriptedScores, DATASET, config_dict=config)
     constant = results["constant"]
-    n_candidates = 21 if mode == "uni20" else constant["per_user"]["ties"][0]
-    if mode == "full":  # sequential full ranking masks no history: every item but the padding id
+    ties = np.asarray(constant["per_user"]["ties"])
+    if mode == "full":  # every model masks the user's earlier items: the rest of the catalogue, padding out
         from recbole_trsr.config import TRSRConfig
         from recbole_trsr.data import create_dataset
-        assert n_candidates == create_dataset(TRSRConfig(ScriptedScores, DATASET, config_dict=config)).item_num - 1
-    chance = per_user_metrics([0], [n_candidates], [10])
-    assert set(constant["per_user"]["ties"]) == {n_candidates}
+        data = create_dataset(TRSRConfig(ScriptedScores, DATASET, config_dict=config))
+        data.build()
+        seen = data.seen_items["test"]
+        internal = [int(data.token2id("user_id", str(u))) if not isinstance(u, int) else u
+                    for u in constant["per_user"]["users"]]
+        assert ties.tolist() == [data.item_num - 1 - len(seen[u]) for u in internal]
+    else:
+        assert set(ties) == {21}
+    chance = per_user_metrics([0] * len(ties), ties, [10])
     for name in ("recall@10", "ndcg@10", "mrr@10"):
-        assert constant["test_result"][name] == pytest.approx(float(chance[name][0]), abs=1e-4)
-    assert constant["test_result"]["hit@10"] == pytest.approx(10 / n_candidates, abs=1e-4)
+        assert constant["test_result"][name] == pytest.approx(float(chance[name].mean()), abs=1e-4)
+    assert constant["test_result"]["hit@10"] == pytest.approx(float(np.mean(10 / ties)), abs=1e-4)
     if mode == "uni20":
         assert constant["test_result"]["recall@10"] == pytest.approx(10 / 21, abs=1e-4)
         assert constant["test_result"]["ndcg@10"] == pytest.approx(CHANCE_NDCG_1_20, abs=1e-4)  # 0.21636
     for name in ("recall@10", "ndcg@10", "mrr@10", "hit@10"):
         assert results["first"]["test_result"][name] == 1.0
         assert results["last"]["test_result"][name] == 0.0
-    assert results["last"]["per_user"]["greater"] == [n_candidates - 1] * 12
+    assert results["last"]["per_user"]["greater"] == (ties - 1).tolist()
 
 
 class _Phase:
@@ -265,3 +271,64 @@ def test_gauc_stays_allowed_and_is_exactly_chance_for_equal_scores(data_root, tm
                          eval_args={"split": {"LS": "valid_and_test"}, "order": "TO", "group_by": "user", "mode": "uni20"})
     ScriptedScores.targets, ScriptedScores.script = _test_targets(config), "constant"
     assert run(ScriptedScores, DATASET, config_dict=config)["test_result"]["gauc"] == pytest.approx(0.5, abs=1e-6)
+
+
+class ScriptedGeneral(GeneralRecommender):
+    """:class:`ScriptedScores` as a general model (RecBole masks history for these by itself)."""
+
+    input_type = InputType.POINTWISE
+    predict = ScriptedScores.predict
+    full_sort_predict = ScriptedScores.full_sort_predict
+    calculate_loss = ScriptedScores.calculate_loss
+    _target_score = ScriptedScores._target_score
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+        self.USER_ID = config["USER_ID_FIELD"]
+
+    @property
+    def script(self):
+        return ScriptedScores.script
+
+    @property
+    def targets(self):
+        return ScriptedScores.targets
+
+
+def test_full_ranking_masks_the_same_items_for_a_sequential_and_a_general_model(data_root, tmp_path):
+    from recbole_trsr.evaluation import report
+
+    config = base_config(data_root, tmp_path, subset_users=12, topk=[10], metrics=["Recall", "NDCG"],
+                         eval_args={"split": {"LS": "valid_and_test"}, "order": "TO", "group_by": "user", "mode": "full"})
+    ScriptedScores.targets, ScriptedScores.script = _test_targets(config), "constant"
+    rows = [dict(run(model, DATASET, config_dict=config), name=model.__name__) for model in (ScriptedScores, ScriptedGeneral)]
+    sequential, general = (r["per_user"] for r in rows)
+    assert all(c.startswith("full:") for c in sequential["candidates"])
+    assert len(report.check_same_candidates(rows)) == 12
+    assert dict(zip(sequential["users"], sequential["ties"])) == dict(zip(general["users"], general["ties"]))
+    assert rows[0]["test_result"] == rows[1]["test_result"]
+    unfingerprinted = dict(rows[1], per_user=dict(general, candidates=[""] * 12))
+    with pytest.raises(report.CandidateMismatch, match="without candidate fingerprints"):
+        report.check_same_candidates([rows[0], unfingerprinted])
+
+
+def test_first_stage_ties_enter_the_top_m_in_a_seeded_order_not_by_id():
+    from recbole_trsr.model.retriever import rerank_top_m, tie_order
+
+    n_items, m = 101, 10
+    first = torch.zeros(2, n_items)
+    first[1, 50:53] = 1.0  # row 1: three items above the tie, always kept
+    taken = []
+    out = rerank_top_m(first, m, lambda top: (taken.append(top.clone()), torch.ones(top.shape))[1], "test",
+                       tie_order(n_items, 2020))
+    order = tie_order(n_items, 2020).tolist()
+    tied_first = [i for i in order if i != 0]
+    assert set(taken[0][0].tolist()) == set(tied_first[:m])
+    assert set(taken[0][0].tolist()) != set(range(1, m + 1))  # not the lowest ids
+    assert {50, 51, 52} <= set(taken[0][1].tolist())
+    assert set(taken[0][1].tolist()) - {50, 51, 52} == set([i for i in tied_first if i not in (50, 51, 52)][:m - 3])
+    assert (out[0, taken[0][0]] == 1).all() and (out[0] == 1).sum() == m
+    other = []
+    rerank_top_m(first, m, lambda top: (other.append(top.clone()), torch.ones(top.shape))[1], "test", tie_order(n_items, 7))
+    assert set(other[0][0].tolist()) != set(taken[0][0].tolist())  # the seed, not the ids, decides

@@ -18,11 +18,17 @@ Popularity negatives (``popN``) are weighted by the training split's users per i
 (``train_item_users``, the same for every model type), never by RecBole's candidate list, which
 counts the valid and test targets too. And every user of every phase is checked when the loaders are
 built, before training: a user with fewer eligible items than ``N`` is an error naming the users.
+
+Full ranking (``mode: full``) follows one rule for every model too: RecBole masks a general model's
+earlier items but gives a sequential model none to mask, so two identical scorers of the two types
+ranked different sets. :func:`fix_full_ranking` masks, for every model, exactly the items a sampled
+negative excludes (``seen_items`` of the phase, the positive kept).
 """
 import hashlib
 
 import numpy as np
 import torch
+from recbole.data.dataloader import FullSortEvalDataLoader
 
 
 class FixedCandidatesSampler:
@@ -112,6 +118,33 @@ def fix_eval_candidates(seed, *loaders, seen_items=None):
             loader._sampler = FixedCandidatesSampler(sampler, seed, getattr(dataset, "train_item_users", None))
             check_negatives(loader)
             changed += 1
+    return changed
+
+
+def fix_full_ranking(*loaders, seen_items):
+    """Make every full-ranking loader mask each user's ``seen_items`` of its phase (all but the row's
+    positives), whatever the model type. Returns how many loaders were changed."""
+    changed = 0
+    for loader in loaders:
+        sampler = getattr(loader, "_sampler", None)
+        if not isinstance(loader, FullSortEvalDataLoader) or sampler is None or getattr(loader, "_full_masked", False):
+            continue
+        seen, uid = seen_items[sampler.phase], loader._dataset.uid_field
+        collate = loader.collate_fn
+
+        def masked_collate(index, collate=collate, seen=seen, uid=uid):
+            interaction, _, positive_u, positive_i = collate(index)
+            rows, items = [], []
+            for row, user in enumerate(interaction[uid].tolist()):
+                history = seen[user] - set(positive_i[positive_u == row].tolist())
+                rows += [row] * len(history)
+                items += sorted(history)
+            history_index = (torch.tensor(rows, dtype=torch.int64), torch.tensor(items, dtype=torch.int64))
+            return interaction, history_index, positive_u, positive_i
+
+        loader.collate_fn = masked_collate
+        loader._full_masked = True
+        changed += 1
     return changed
 
 

@@ -15,7 +15,8 @@ PROTOCOL = "tie-aware-v1"
 class PerUserRecorder:
     """Records, for every user a RecBole trainer evaluates, ``greater`` (candidates scored strictly above
     its positive), ``ties`` (candidates scored the same, the positive included) and ``candidates`` (a
-    hash of the sampled candidate set; "" in full ranking).
+    hash of the sampled candidate set; in full ranking, of the catalogue size, the masked items and
+    the positive, which together name the ranked set).
 
     The counts come from the very score tensor RecBole's collector ranks, under the same tie rule
     (:mod:`recbole_trsr.evaluation.ties`), so the mean of the per-user metrics equals RecBole's
@@ -49,7 +50,8 @@ class PerUserRecorder:
                 self.candidates += [candidate_fingerprint(items[row_idx == r]) for r in range(n_rows)]
             else:
                 row_users = users
-                self.candidates += [""] * n_rows
+                self.candidates += full_ranking_fingerprints(batched_data[1], positive_u, positive_i, n_rows,
+                                                             scores.shape[1])
             rows = positive_u.cpu()
             greater, ties = (torch.empty(n_rows, dtype=torch.long).index_copy_(0, rows, c.cpu())
                              for c in tie_counts(scores, positive_u, positive_i))
@@ -64,6 +66,22 @@ class PerUserRecorder:
         """``{"users", "greater", "ties", "candidates", "k", "protocol"}`` (lists in evaluation order)."""
         return {"users": list(self.users), "greater": list(self.greater), "ties": list(self.ties),
                 "candidates": list(self.candidates), "k": self.k, "protocol": PROTOCOL}
+
+
+def full_ranking_fingerprints(history_index, positive_u, positive_i, n_rows, n_items):
+    """Per row of a full-ranking batch: ``full:`` and a hash of (catalogue size, masked items, positive)."""
+    if history_index is None:
+        raise ValueError("a full-ranking batch without its masked items: build the loaders with "
+                         "recbole_trsr.evaluation.fix_full_ranking (quick_start does)")
+    rows, items = (t.cpu() for t in history_index)
+    out = []
+    for r in range(n_rows):
+        masked = items[rows == r]
+        h = hashlib.sha1(str(int(n_items)).encode())
+        h.update(np.sort(masked.numpy()).astype(np.int64).tobytes())
+        h.update(positive_i.cpu()[positive_u.cpu() == r].numpy().astype(np.int64).tobytes())
+        out.append("full:" + h.hexdigest()[:16])
+    return out
 
 
 def candidate_fingerprint(items):

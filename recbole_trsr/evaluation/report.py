@@ -53,6 +53,10 @@ def aligned_metrics(row, users, ks, read=outcomes):
 
 def check_same_candidates(rows):
     """Every row ranked the same users against the same candidates; returns the shared user list."""
+    for row in rows:
+        if any(c == "" for c in row["per_user"]["candidates"]):
+            raise CandidateMismatch(f"{row['name']}: recorded without candidate fingerprints (a full-ranking row "
+                                    "from before they were recorded): nothing shows what it ranked; run it again")
     reference = rows[0]["per_user"]
     expected = dict(zip(reference["users"], reference["candidates"]))
     for row in rows[1:]:

@@ -17,7 +17,7 @@ from recbole_trsr.llm.scoring import AnswerScorer, Group
 from recbole_trsr.known_warnings import silenced
 from recbole_trsr.model.describe import OneLineDescription
 from recbole_trsr.model.own_weights import OwnWeightsCheckpointMixin
-from recbole_trsr.model.retriever import rerank_top_m
+from recbole_trsr.model.retriever import rerank_top_m, tie_order
 from recbole_trsr.prompt import PromptBuilder
 
 ADAPTER_MARKERS = ("lora_", "ranknum")
@@ -52,6 +52,7 @@ class DELRec(OneLineDescription, OwnWeightsCheckpointMixin, SequentialRecommende
         self.ta_weight, self.rps_weight = config["delrec_ta_weight"], config["delrec_rps_weight"]
         self.soft_len = config["soft_prompt_length"]
         self.full_sort_top_m = config["full_sort_top_m"]
+        self.tie_order = tie_order(self.n_items, config["seed"])  # first-stage ties enter the top M in it
         self.llm_name, self.llm_quantization = config["llm_path"], config["llm_quantization"]
         self.sr_model = None
         self.stage = "recommend"
@@ -180,7 +181,8 @@ class DELRec(OneLineDescription, OwnWeightsCheckpointMixin, SequentialRecommende
     def full_sort_predict(self, interaction):
         """The SR model's top ``full_sort_top_m`` items, reranked by their likelihood as the answer."""
         return rerank_top_m(self.sr_model.full_sort_predict(interaction), self.full_sort_top_m,
-                            lambda top: self._likelihoods(interaction, top.tolist()), f"SR model {type(self.sr_model).__name__}")
+                            lambda top: self._likelihoods(interaction, top.tolist()), f"SR model {type(self.sr_model).__name__}",
+                            self.tie_order)
 
     def decision_counts(self):
         """Every logged, counted decision of this run (prompt cuts, text fallbacks, skipped TA examples)."""

@@ -13,7 +13,7 @@ from recbole_trsr.llm.scoring import AnswerScorer, Group
 from recbole_trsr.known_warnings import silenced
 from recbole_trsr.model.describe import OneLineDescription
 from recbole_trsr.model.own_weights import OwnWeightsCheckpointMixin
-from recbole_trsr.model.retriever import build_retriever, rerank_top_m
+from recbole_trsr.model.retriever import build_retriever, rerank_top_m, tie_order
 from recbole_trsr.prompt import PromptBuilder, answer_token_id
 from recbole_trsr.summarize.pipeline import model_summaries
 from recbole_trsr.summarize.segment import recent_window
@@ -54,6 +54,7 @@ class LLMTRSR(OneLineDescription, OwnWeightsCheckpointMixin, SequentialRecommend
         if not 0 <= neg_popular_num <= self.neg_num:
             raise ValueError(f"neg_popular_num={neg_popular_num} must be between 0 and neg_num={self.neg_num}")
         self.full_sort_top_m = config["full_sort_top_m"]
+        self.tie_order = tie_order(self.n_items, config["seed"])  # first-stage ties enter the top M in it
         self.llm_name, self.llm_quantization = config["llm_path"], config["llm_quantization"]
         self.histories = dataset.user_histories
         self.negatives = TrainingNegatives(self.n_items, dataset.train_item_users, self.neg_num - neg_popular_num,
@@ -144,7 +145,8 @@ class LLMTRSR(OneLineDescription, OwnWeightsCheckpointMixin, SequentialRecommend
         if self.retriever is None:
             raise RuntimeError("full_sort_retriever names a checkpoint that was never attached "
                                "(recbole_trsr.sr_model.attach_sr_models does it in every run)")
-        return rerank_top_m(self.retriever(interaction), self.full_sort_top_m, score_top, f"retriever {self.retriever.name}")
+        return rerank_top_m(self.retriever(interaction), self.full_sort_top_m, score_top, f"retriever {self.retriever.name}",
+                            self.tie_order)
 
     def attach_retriever(self, retriever):
         """The full-sort first stage named by ``full_sort_retriever: {model, checkpoint}``."""

@@ -36,17 +36,27 @@ class CheckpointRetriever(torch.nn.Module):
 _announced = set()
 
 
-def rerank_top_m(first_stage, top_m, score_top, describe):
+def tie_order(n_items, seed):
+    """A seeded permutation of the item ids: the order in which :func:`rerank_top_m` takes first-stage
+    ties (an item's id would favour old or new items, whichever the id order follows)."""
+    return torch.randperm(n_items, generator=torch.Generator().manual_seed(int(seed)))
+
+
+def rerank_top_m(first_stage, top_m, score_top, describe, order):
     """Two-stage ``full_sort_predict``: ``score_top(top)`` ([B, M] item ids -> [B, M] scores) reranks
-    the first stage's top M items; every other item keeps the first stage's order, below them."""
+    the first stage's top M items; every other item keeps the first stage's order, below them. Items
+    tied in the first stage enter the top M in ``order`` (:func:`tie_order`), never by id."""
     first = first_stage.float().clone()
     first[:, 0] = -torch.inf
-    top = first.topk(min(top_m, first.shape[1] - 1), dim=1).indices
+    order = order.to(first.device)
+    m = min(top_m, first.shape[1] - 1)
+    in_order = torch.sort(first[:, order], dim=1, descending=True, stable=True).indices[:, :m]
+    top = order[in_order]
     out = first - first.max(dim=1, keepdim=True).values - 1e4
     out.scatter_(1, top, score_top(top).to(out.dtype))
     if describe not in _announced:
-        logger.info("full_sort_predict: %s proposes the top %d items, the LLM reranks them; "
-                    "the other items keep its order", describe, top.shape[1])
+        logger.info("full_sort_predict: %s proposes the top %d items (ties in a seeded order), the LLM reranks "
+                    "them; the other items keep its order", describe, top.shape[1])
         _announced.add(describe)
     return out
 

@@ -16,6 +16,9 @@ KNOWN = {
     "recbole-pandas-inplace": (Warning, r"The inplace keyword in DataFrame\.\w+ is deprecated"),
     # RecBole 1.2.1 Interaction.__len__ path: np.sum over a torch tensor (numpy 2's __array_wrap__ notice).
     "recbole-numpy-array-wrap": (DeprecationWarning, r"__array_wrap__ must accept context"),
+    # RecBole 1.2.1 Trainer._train_epoch (the ID baselines): torch.cuda.amp.GradScaler, deprecated by torch
+    # for torch.amp.GradScaler("cuda"); the same scaler.
+    "recbole-cuda-amp-gradscaler": (FutureWarning, r"`torch\.cuda\.amp\.GradScaler\(args\.\.\.\)` is deprecated"),
     # peft's PeftModel.__init__ asks transformers' deprecated `is_gradient_checkpointing` (peft's call).
     "peft-is-gradient-checkpointing": (FutureWarning, r"`is_gradient_checkpointing` is deprecated"),
 }

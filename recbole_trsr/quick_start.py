@@ -80,9 +80,10 @@ def run(model, dataset, config_file_list=None, config_dict=None, argv=None, save
             and not getattr(trainer, "supports_resume", False):
         raise ValueError(f"resume: {config['model']} has no resumable training here (the LLM models' trainers "
                          "do; RecBole's baselines retrain in minutes): run it without resume")
-    best_valid_score, best_valid_result = trainer.fit(
-        train_data, valid_data, saved=saved, show_progress=config["show_progress"]
-    )
+    with silenced("recbole-cuda-amp-gradscaler"):
+        best_valid_score, best_valid_result = trainer.fit(
+            train_data, valid_data, saved=saved, show_progress=config["show_progress"]
+        )
     recorder = PerUserRecorder(trainer, config["USER_ID_FIELD"], max(config["topk"])).attach()
     if config["epochs"] == 0:
         logger.info(set_color("epochs: 0", "yellow") + ": no training, no checkpoint: testing the untrained model")

@@ -10,6 +10,7 @@ another model's machinery.
 import logging
 
 from recbole_trsr.config import TRSRConfig
+from recbole_trsr.known_warnings import silenced
 from recbole_trsr.model.retriever import CheckpointRetriever
 from recbole_trsr.registry import get_model
 from recbole_trsr.trainer import get_trainer
@@ -40,7 +41,8 @@ def train_sr_model(name, config, train_data, valid_data, overrides=None):
     sr_config = TRSRConfig(name, config["dataset"], config_dict=settings)
     model = get_model(name)(sr_config, train_data._dataset).to(config["device"])
     trainer = get_trainer(sr_config["MODEL_TYPE"], name)(sr_config, model)
-    trainer.fit(train_data, valid_data, saved=True, show_progress=config["show_progress"])
+    with silenced("recbole-cuda-amp-gradscaler"):
+        trainer.fit(train_data, valid_data, saved=True, show_progress=config["show_progress"])
     restore_model_state(model, load_checkpoint(trainer.saved_model_file, config["device"])["state_dict"])
     return _frozen(model), trainer.saved_model_file
 

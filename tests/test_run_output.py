@@ -65,12 +65,14 @@ def test_a_terminal_shows_bars_with_a_time_left_and_a_pipe_shows_none(data_root,
 def test_the_llm_model_is_one_line_and_a_run_raises_no_warning_of_ours(data_root, tmp_path, tiny_llm):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        run("LLMTRSR", DATASET, config_dict=llm_config(data_root, tmp_path, tiny_llm))
+        run("LLMTRSR", DATASET, config_dict=llm_config(data_root, tmp_path, tiny_llm, gradient_checkpointing=True))
+        run("SASRec", DATASET, config_dict=llm_config(data_root, tmp_path / "sasrec", tiny_llm, hidden_size=16,
+                                                      inner_size=32, n_layers=1))
     ours = [w for w in caught if "recbole_trsr" in w.filename]
     # DeprecationWarnings raised inside a library about itself are hidden by Python's default filters
     shown = [w for w in caught if not (issubclass(w.category, DeprecationWarning) and "site-packages" in w.filename)]
     assert not ours and not shown, [f"{w.category.__name__} {w.filename}:{w.lineno} {w.message}" for w in ours + shown]
-    log = next((tmp_path / "log").rglob("*.log")).read_text()
+    log = next(p for p in (tmp_path / "log").rglob("*.log") if "LLMTRSR" in p.name).read_text()
     assert "LlamaDecoderLayer" not in log and "lora_A" not in log
     line = re.search(r"LLMTRSR: backbone \S+ \(LlamaForCausalLM, 2 layers\), float32, [\d.]+M parameters, "
                      r"([\d,]+) trainable \([\d.]+%\), LoRA r=8 on k_proj,o_proj,q_proj,v_proj in 2 layers, "

@@ -45,7 +45,10 @@ def prepare_for_training(model, gradient_checkpointing):
         return prepare_model_for_kbit_training(model, use_gradient_checkpointing=bool(gradient_checkpointing),
                                                gradient_checkpointing_kwargs=kwargs)
     if gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x: the old name warns
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
         model.enable_input_require_grads()
     return model
 

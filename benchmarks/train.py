@@ -30,12 +30,12 @@ def measure(variant):
     from peft import LoraConfig, get_peft_model
 
     from recbole_trsr.llm.scoring import AnswerScorer
-    from recbole_trsr.model.llmtrsr import upper_layers
+    from recbole_trsr.llm.adapters import upper_layers
 
     padding, layers, dtype = variant.split(":")
     backbone = load_default_backbone(dtype)
     model = get_peft_model(backbone.model, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
-                                                      layers_to_transform=upper_layers(backbone.model, int(layers))))
+                                                      layers_to_transform=upper_layers(backbone.model.config.num_hidden_layers, int(layers))))
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     data = groups(len(backbone.tokenizer))
     fixed = FIXED_LENGTH if padding == "fixed" else None

@@ -5,12 +5,13 @@ import math
 import warnings
 
 import torch
-from peft import AdaLoraConfig, get_peft_model
+from peft import get_peft_model
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 from safetensors.torch import load_file, save_file
 
 from recbole_trsr.data import HISTORY_POSITION_FIELD, ItemTextTable
+from recbole_trsr.llm.adapters import adalora_config
 from recbole_trsr.llm.backbone import load_backbone
 from recbole_trsr.llm.memory import prepare_for_training
 from recbole_trsr.llm.scoring import AnswerScorer, Group
@@ -75,10 +76,7 @@ class DELRec(OneLineDescription, OwnWeightsCheckpointMixin, SequentialRecommende
         self.soft_prompt = torch.nn.Parameter(embeddings[picks].detach().float().clone())
 
         steps = math.ceil(len(dataset) / config["train_batch_size"] / max(1, config["gradient_accumulation_steps"] or 1))
-        adalora = AdaLoraConfig(init_r=config["adalora_init_r"], target_r=config["adalora_target_r"],
-                                lora_alpha=config["lora_alpha"], lora_dropout=config["lora_dropout"],
-                                target_modules=list(config["lora_target_modules"]), tinit=0, tfinal=0, deltaT=1,
-                                total_step=max(2, steps * config["epochs"]), task_type="CAUSAL_LM")
+        adalora = adalora_config(config, steps * config["epochs"])
         with silenced("peft-is-gradient-checkpointing"):
             self.llm = get_peft_model(prepare_for_training(backbone.model, config["gradient_checkpointing"]), adalora)
         self.scorer = AnswerScorer(self.llm, 0, 0, backbone.tokenizer.pad_token_id, mode=config["scoring_mode"],

@@ -1,12 +1,13 @@
 """LLM-TRSR (Zheng et al., WWW 2024): block summaries + a LoRA-tuned LLM answering Yes/No."""
 import torch
-from peft import LoraConfig, get_peft_model
+from peft import get_peft_model
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 
 from recbole_trsr.data import HISTORY_POSITION_FIELD, ItemTextTable
 from recbole_trsr.data.item_text import popularity_levels
 from recbole_trsr.data.negatives import TrainingNegatives
+from recbole_trsr.llm.adapters import lora_config
 from recbole_trsr.llm.backbone import load_backbone
 from recbole_trsr.llm.memory import prepare_for_training
 from recbole_trsr.llm.scoring import AnswerScorer, Group
@@ -17,17 +18,6 @@ from recbole_trsr.model.retriever import build_retriever, rerank_top_m, tie_orde
 from recbole_trsr.prompt import PromptBuilder, answer_token_id
 from recbole_trsr.summarize.pipeline import model_summaries
 from recbole_trsr.summarize.segment import recent_window
-
-
-def upper_layers(model, n):
-    """Indices of the top ``n`` decoder layers (``None``: every layer). LoRA only there means the
-    backward pass stops at the lowest adapted layer: the layers below run forward only."""
-    if not n:
-        return None
-    total = model.config.num_hidden_layers
-    if not 0 < int(n) <= total:
-        raise ValueError(f"lora_layers={n}: the model has {total} decoder layers")
-    return list(range(total - int(n), total))
 
 
 class LLMTRSR(OneLineDescription, OwnWeightsCheckpointMixin, SequentialRecommender):
@@ -75,9 +65,7 @@ class LLMTRSR(OneLineDescription, OwnWeightsCheckpointMixin, SequentialRecommend
             candidate_notes=notes,
         )
 
-        lora = LoraConfig(r=config["lora_r"], lora_alpha=config["lora_alpha"], lora_dropout=config["lora_dropout"],
-                          target_modules=list(config["lora_target_modules"]), task_type="CAUSAL_LM",
-                          layers_to_transform=upper_layers(backbone.model, config["lora_layers"]))
+        lora = lora_config(config, backbone.model.config.num_hidden_layers)
         with silenced("peft-is-gradient-checkpointing"):
             self.llm = get_peft_model(prepare_for_training(backbone.model, config["gradient_checkpointing"]), lora)
         self.yes_id = answer_token_id(backbone.tokenizer, config["answer_yes"])

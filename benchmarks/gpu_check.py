@@ -19,7 +19,8 @@ It writes ``gpu_check.json`` and ``gpu_check.md`` with, in the run's dtype (bf16
 * summaries/s of the loop decoder and of ``generate`` (batches of 16) on the benchmark's prompts;
 * training steps/s and peak memory (CUDA's max allocated) for SmolLM2's shape and a 1B Llama shape,
   with the graph kept for one backward ("today"), per-micro-batch backward, + gradient checkpointing,
-  + 4-bit weights;
+  + 4-bit weights; beside each, the step's peak above what is resident (weights, adapters, optimizer
+  state) against the memory plan's trace of the same step (``recbole_trsr.memory_plan``, #46);
 * kv scoring users/s (1 + 20 candidates a user) against packed scoring.
 """
 import argparse
@@ -143,8 +144,9 @@ def training(shape_dir, overrides, dtype, device, rows, prefix, batch_max_tokens
             opt.step()
             opt.zero_grad()
 
-        step()  # warm-up
+        step()  # warm-up: the optimizer's state exists from here on
         sync(device)
+        resident = torch.cuda.memory_allocated(device) if torch.device(device).type == "cuda" else None
         reset_peak_memory(device)
         start = time.perf_counter()
         for _ in range(steps):
@@ -153,11 +155,29 @@ def training(shape_dir, overrides, dtype, device, rows, prefix, batch_max_tokens
         seconds = (time.perf_counter() - start) / steps
         peak, what = peak_memory(device)
         out[name] = {"steps_per_s": 1 / seconds, "tokens_per_step": scorer.tokens_seen // (steps + 1),
-                     "peak_gib": peak / 2 ** 30, "peak_is": what}
+                     "peak_gib": peak / 2 ** 30, "peak_is": what,
+                     "traced_step_gib": traced_step(model.config, dtype, ckpt, quant, data, labels.tolist(),
+                                                    batch_max_tokens, micro) / 2 ** 30}
+        if resident is not None:  # the step's own peak above weights, adapters and optimizer state
+            out[name]["measured_step_gib"] = (peak - resident) / 2 ** 30
         del model, opt, scorer, backbone
         if torch.device(device).type == "cuda":
             torch.cuda.empty_cache()
     return out
+
+
+def traced_step(config, dtype, ckpt, quant, data, labels, batch_max_tokens, micro):
+    """The memory plan's trace of the same step (recbole_trsr/llm/memory_trace.py), on fake tensors."""
+    from peft import LoraConfig
+
+    from recbole_trsr.llm import memory_trace
+
+    fake = memory_trace.fake_llm(config, getattr(torch, dtype), LoraConfig(
+        r=8, lora_alpha=16, lora_dropout=0.05, task_type="CAUSAL_LM", target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]),
+        ckpt, kbit=quant)
+    return memory_trace.trace_training(fake, data, labels, dict(answer_ids=(5, 6), mode="packed",
+                                                                batch_max_tokens=batch_max_tokens),
+                                       micro, learner="adamw").step
 
 
 def scoring(shape_dir, overrides, dtype, device, users, prefix):
@@ -186,14 +206,19 @@ def markdown(result):
     s = result["summaries"]
     lines += [f"| {k} | {v:.2f} | {v / s['generate-16']:.2f}x |" for k, v in s.items()]
     for model, levers in result["training"].items():
-        lines += ["", f"| training, {model} | steps/s | tokens/step | peak (GiB) | peak vs today |", "|---|---|---|---|---|"]
+        lines += ["", f"| training, {model} | steps/s | tokens/step | peak (GiB) | peak vs today | step above "
+                  "resident, measured (GiB) | traced by memory_plan (GiB) | traced / measured |",
+                  "|---|---|---|---|---|---|---|---|"]
         today = levers["today"].get("peak_gib")
         for name, r in levers.items():
             if "skipped" in r:
-                lines.append(f"| {name} | skipped: {r['skipped']} | | | |")
+                lines.append(f"| {name} | skipped: {r['skipped']} | | | | | | |")
             else:
+                measured, traced = r.get("measured_step_gib"), r["traced_step_gib"]
+                versus = f"{traced / measured:.3f}" if measured else "-"
+                measured = "-" if measured is None else f"{measured:.3f}"
                 lines.append(f"| {name} | {r['steps_per_s']:.2f} | {r['tokens_per_step']} | {r['peak_gib']:.2f} | "
-                             f"{r['peak_gib'] / today:.2f}x |")
+                             f"{r['peak_gib'] / today:.2f}x | {measured} | {traced:.3f} | {versus} |")
     k = result["scoring"]
     lines += ["", "| scoring (1 + 20 candidates) | users/s |", "|---|---|"]
     lines += [f"| {mode} | {v:.1f} |" for mode, v in k.items()]

@@ -125,7 +125,7 @@ def report(args):
              f"peak memory above the weights: micro {above['micro'] / above['today']:.2f}x, "
              f"+ckpt {above['ckpt'] / above['today']:.2f}x, +4bit {above['4bit'] / above['today']:.2f}x of today's")
     if args.plan:
-        from recbole_trsr.memory_plan import plan_training
+        from recbole_trsr.llm.memory_estimate import plan_training
 
         plan = plan_training(args.folder, dict(batch_tokens=base["tokens"], micro_batch_tokens=args.batch_max_tokens,
                                                dtype="float32", lora_r=8, lora_targets=["q_proj", "k_proj", "v_proj", "o_proj"]))

@@ -1,213 +1,237 @@
-"""Expected per-GPU memory of an LLM run, before the run: which levers make it fit 24, 40 and 80 GB.
+"""Per-GPU memory of an LLM run before the run: its own training and evaluation steps traced on fake
+tensors (no weights read), per lever, and which levers fit 24, 40 and 80 GB.
 
-    python -m recbole_trsr.memory_plan --llm_path=meta-llama/Meta-Llama-3-8B-Instruct
-    python -m recbole_trsr.memory_plan --llm_path=/models/qwen2.5-7b/config.json \\
-        --config_files=properties/recipe/LLMTRSR.yaml --train_batch_size=4 --llm_dtype=bfloat16
+    python -m recbole_trsr.memory_plan --llm_path=/models/Meta-Llama-3-8B-Instruct
+    python -m recbole_trsr.memory_plan --llm_path=tests/data/configs/Qwen2.5-7B-Instruct/config.json \\
+        --config_files=properties/recipe/LLMTRSR.yaml --prompt_max_tokens=2048
 
-``llm_path`` is a model folder, a hub id in the local cache, or just a ``config.json``: no weights are
-read. The run's settings are layered as a run's are (the model's YAML, ``--config_files``, then
-``--key=value``). The plan counts:
+``llm_path`` is a model folder, a hub id in the local cache, or just a ``config.json``. The run's
+settings are layered as a run's are (the model's YAML, ``--config_files``, then ``--key=value``).
+What each column is, and how it is obtained:
 
-* weights: every parameter of the architecture (built on the meta device), in ``llm_dtype``; with
-  ``llm_quantization`` the decoder's linear layers at 4 (NF4 + double-quantized scales) or 8 bits,
-  the rest in fp32 (peft's k-bit preparation casts them);
-* LoRA state: adapters, their gradients and AdamW's two moments;
-* activations: the bytes autograd keeps per token per decoder layer, **measured** by running one
-  decoder layer of the model's shape with its LoRA adapters on the CPU (saved-tensor hooks), times
-  the layers that backpropagate (``lora_layers``), times the tokens alive at once: a whole batch
-  today, one ``batch_max_tokens`` micro-batch with ``backward_per_micro_batch``; with
-  ``gradient_checkpointing`` each layer keeps only its input, and one layer is recomputed at a time;
-* the summarizer's key/value cache: ``summary_batch_max_tokens`` positions of every layer.
+* **weights** (computed): every parameter of the architecture in ``llm_dtype``; with 8-bit the
+  decoder's linear layers at 1 byte a weight plus an fp32 scale a row, with 4-bit NF4 at half a byte
+  plus double-quantized absmax scales (an 8-bit scale per 64 weights and an fp32 one per 256 of
+  those), every other parameter in fp32 (peft's k-bit preparation casts them);
+* **adapters + optimizer** (traced): LoRA / AdaLoRA weights and the optimizer's state;
+* **training step** (traced): the peak above those of a steady-state step as the trainer runs it,
+  one batch of ``train_batch_size`` prompts of ``prompt_max_tokens`` (or ``--prompt_tokens``) with
+  ``1 + neg_num`` candidates of ``item_max_tokens``, packed and cut into ``batch_max_tokens``
+  micro-batches exactly as the scorer does; a k-bit run adds (computed) its largest linear layer
+  dequantized in the compute dtype, the transient bitsandbytes makes in each forward and backward;
+* **evaluation step** (traced): ``kv`` scoring of one user's candidates (``eval_args`` mode);
+* **summarizing** (computed): the summarizer's key/value cache of ``summary_batch_max_tokens``
+  positions plus its weights (the recommender's shape unless ``summary_llm_path`` is read apart).
 
-Not counted: the CUDA context and allocator slack (about 0.5-1.5 GB; the verdict keeps 10% + 1 GB
-free), the attention mask of a packed micro-batch (``rows x T^2`` elements, shared by the layers).
-``benchmarks/train_memory.py --plan`` compares the plan with peaks measured on CPU.
+**Margin** (stated, not traced): ``CONTEXT_GIB`` for the CUDA context, cuBLAS / cuDNN workspaces and
+the NCCL buffers of a multi-GPU run, none of which ``torch.cuda.max_memory_allocated`` counts, and
+``ALLOCATOR_SLACK`` of the peak for the caching allocator's fragmentation. A lever set fits a card
+when ``peak x (1 + ALLOCATOR_SLACK) + CONTEXT_GIB`` is at most the card's memory.
+
+Where a trace cannot run (an architecture transformers cannot build on meta, an op without a fake
+kernel) the activations fall back to :mod:`recbole_trsr.llm.memory_estimate`, labelled "estimate".
 """
 import argparse
-import json
-import os
-from pathlib import Path
+import logging
+import time
 
 import torch
 
+from recbole_trsr.llm import memory_estimate, memory_trace
+from recbole_trsr.llm.adapters import adalora_config, lora_config
+
+logger = logging.getLogger(__name__)
+
 GIB = 2 ** 30
-BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
-LEVER_ORDER = [("none", dict(micro=False, ckpt=False, quant=None)),
-               ("backward_per_micro_batch", dict(micro=True, ckpt=False, quant=None)),
-               ("+ gradient_checkpointing", dict(micro=True, ckpt=True, quant=None)),
-               ("+ llm_quantization: 8bit", dict(micro=True, ckpt=True, quant="8bit")),
-               ("+ llm_quantization: 4bit", dict(micro=True, ckpt=True, quant="4bit"))]
+BYTES = memory_estimate.BYTES
 CARDS_GB = (24, 40, 80)
+CONTEXT_GIB = 1.0
+ALLOCATOR_SLACK = 0.10
+ANSWER_TAIL_TOKENS = 8  # after the candidate's text: the question's end and the answer position
+LEVERS = [("none", dict(micro=False, ckpt=False, quant=None)),
+          ("backward_per_micro_batch", dict(micro=True, ckpt=False, quant=None)),
+          ("+ gradient_checkpointing", dict(micro=True, ckpt=True, quant=None)),
+          ("+ llm_quantization: 8bit", dict(micro=True, ckpt=True, quant="8bit")),
+          ("+ llm_quantization: 4bit", dict(micro=True, ckpt=True, quant="4bit"))]
+model_config = memory_estimate.model_config
 
 
-def model_config(llm_path):
-    """The architecture's ``PretrainedConfig`` from a folder, a ``config.json`` or a cached hub id."""
-    from transformers import AutoConfig
-
-    path = Path(os.path.expanduser(str(llm_path)))
-    if path.is_file() and path.name.endswith(".json"):
-        return AutoConfig.from_pretrained(str(path.parent)) if path.name == "config.json" else \
-            AutoConfig.for_model(**json.loads(path.read_text()))
-    return AutoConfig.from_pretrained(str(llm_path), local_files_only=True)
+def weight_bytes(linear, other, dtype):
+    """Bytes of the weights for each ``llm_quantization``: ``linear`` parameters of the decoder's linear
+    layers (``(count, rows)``), ``other`` the rest."""
+    count, rows = linear
+    nf4 = count * 0.5 + count / 64 * 1 + count / 64 / 256 * 4 + 256 * 4  # codes, 8-bit absmax, fp32 second level
+    return {None: (count + other) * BYTES[dtype], "8bit": count * 1 + rows * 4 + other * 4, "4bit": nf4 + other * 4}
 
 
-def parameter_counts(config):
-    """``(quantizable, other)``: parameters of the decoder layers' linear layers, and all the rest."""
+def linear_counts(config):
+    """``((parameters, rows), other, largest)``: the decoder layers' linear weights, every other
+    parameter, and the largest linear weight's element count."""
     from transformers import AutoModelForCausalLM
 
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
-    linear = sum(m.weight.numel() for name, m in model.named_modules()
-                 if isinstance(m, torch.nn.Linear) and ".layers." in name)
+    linears = [m.weight for name, m in model.named_modules() if isinstance(m, torch.nn.Linear) and ".layers." in name]
+    count = sum(w.numel() for w in linears)
     total = sum(p.numel() for p in model.parameters())
-    return linear, total - linear
+    return (count, sum(w.shape[0] for w in linears)), total - count, max(w.numel() for w in linears)
 
 
-def lora_parameters(config, r, targets, n_layers):
-    """LoRA's parameter count: r x (in + out) for each target linear of the adapted layers."""
-    layer = _layer(config, device="meta")
-    per_layer = sum(r * (m.in_features + m.out_features) for name, m in layer.named_modules()
-                    if isinstance(m, torch.nn.Linear) and name.split(".")[-1] in targets)
-    return per_layer * n_layers
+def eval_candidates(run):
+    """Candidates scored for one evaluation user: 1 + N for ``uniN`` / ``popN``, ``full_sort_top_m`` for full."""
+    mode = (run.get("eval_args") or {}).get("mode", "uni99")
+    mode = mode.get("test", "uni99") if isinstance(mode, dict) else mode
+    if mode == "full":
+        return int(run.get("full_sort_top_m") or 50)
+    return 1 + int("".join(ch for ch in mode if ch.isdigit()) or 99)
 
 
-def _layer(config, device):
-    from transformers import AutoModelForCausalLM
-
-    with torch.device("meta"):
-        shape = AutoModelForCausalLM.from_config(_one_layer(config))
-    decoder = getattr(shape, shape.base_model_prefix)
-    with torch.device(device):
-        return type(decoder.layers[0])(_one_layer(config), layer_idx=0)
-
-
-def _one_layer(config):
-    one = type(config).from_dict(config.to_dict())
-    one.num_hidden_layers = 1
-    one._attn_implementation = "sdpa"
-    return one
+def prompt_shapes(run, prompt_tokens=None):
+    """``(training shapes, evaluation shape)``: ``(prefix tokens, [candidate tokens, ...])`` per prompt."""
+    suffix = int(run["item_max_tokens"]) + ANSWER_TAIL_TOKENS
+    prefix = int(prompt_tokens or run["prompt_max_tokens"]) - suffix
+    if prefix <= 0:
+        raise ValueError(f"prompt_max_tokens={run['prompt_max_tokens']} leaves no room for a candidate of {suffix} tokens")
+    train = [(prefix, [suffix] * (1 + int(run["neg_num"])))] * int(run["train_batch_size"])
+    return train, (prefix, [suffix] * eval_candidates(run))
 
 
-def activation_bytes_per_token(config, dtype, r, targets, tokens=128, checkpointed=False):
-    """Bytes autograd keeps per token for one decoder layer with LoRA, measured on the CPU: the
-    layer of ``config``'s shape runs forward on ``tokens`` tokens under saved-tensor hooks, parameters
-    left out. ``checkpointed``: only the layer's input is kept."""
-    if checkpointed:
-        return config.hidden_size * BYTES[dtype]
-    from peft import LoraConfig, inject_adapter_in_model
-
-    torch_dtype = getattr(torch, dtype)
-    one = _one_layer(config)
-    layer = _layer(config, device="cpu").to(torch_dtype)
-    layer = inject_adapter_in_model(LoraConfig(r=r, lora_alpha=2 * r, lora_dropout=0.05, target_modules=list(targets)),
-                                    layer)
-    for name, p in layer.named_parameters():
-        p.requires_grad_("lora_" in name)
-    rotary = _rotary(one)
-    hidden = torch.randn(1, tokens, config.hidden_size, dtype=torch_dtype, requires_grad=True)
-    positions = torch.arange(tokens)[None]
-    cos_sin = rotary(hidden, positions)
-    mask = torch.zeros(1, 1, tokens, tokens, dtype=torch_dtype).masked_fill(
-        ~torch.ones(tokens, tokens, dtype=torch.bool).tril(), torch.finfo(torch_dtype).min)
-    weights = {p.untyped_storage().data_ptr() for p in layer.parameters()}
-    seen = {}
-
-    def pack(t):
-        storage = t.untyped_storage()
-        if storage.data_ptr() not in weights:
-            seen[storage.data_ptr()] = storage.nbytes()
-        return t
-
-    layer.train()
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = layer(hidden, attention_mask=mask, position_ids=positions, position_embeddings=cos_sin)
-    out = out[0] if isinstance(out, tuple) else out
-    seen[out.untyped_storage().data_ptr()] = out.untyped_storage().nbytes()  # the next layer's input
-    return sum(seen.values()) / tokens
+def adapters_for(run, config):
+    if run.get("model") == "DELRec":
+        return adalora_config(run, 1000)
+    return lora_config(run, config.num_hidden_layers)
 
 
-def _rotary(config):
-    from transformers import AutoModelForCausalLM
-
-    with torch.device("meta"):
-        shape = AutoModelForCausalLM.from_config(config)
-    rotary = getattr(shape, shape.base_model_prefix).rotary_emb
-    return type(rotary)(config=config)
-
-
-def plan_training(llm_path, settings):
-    """Bytes of activations + LoRA state (no weights) per lever, for ``benchmarks/train_memory.py``:
-    ``{"today", "micro", "ckpt"}``. ``settings``: batch_tokens, micro_batch_tokens, dtype, lora_r,
-    lora_targets, and optionally lora_layers."""
-    config = model_config(llm_path)
-    n = settings.get("lora_layers") or config.num_hidden_layers
-    dtype = settings["dtype"]
-    lora = lora_parameters(config, settings["lora_r"], settings["lora_targets"], n) * 4 * BYTES[dtype]
-    full = activation_bytes_per_token(config, dtype, settings["lora_r"], settings["lora_targets"])
-    kept = activation_bytes_per_token(config, dtype, settings["lora_r"], settings["lora_targets"], checkpointed=True)
-    micro = settings["micro_batch_tokens"]
-    return {"today": lora + full * n * settings["batch_tokens"], "micro": lora + full * n * micro,
-            "ckpt": lora + (kept * n + full) * micro}
+def trace_levers(config, run, dtype, prompt_tokens=None):
+    """Traced bytes per lever: ``{"none"|"micro"|"ckpt"|"8bit"|"4bit": (training StepTrace, evaluation
+    StepTrace, FakeLLM weight bytes)}``."""
+    train, evaluate = prompt_shapes(run, prompt_tokens)
+    groups = memory_trace.synthetic_groups(train, config.vocab_size)
+    labels = [0] + [1] * int(run["neg_num"])
+    scorer = dict(answer_ids=(0, 1), mode="packed", pack_max_tokens=int(run["pack_max_tokens"]),
+                  batch_max_tokens=int(run["batch_max_tokens"]))
+    out = {}
+    for key, micro, ckpt, kbit in (("none", False, False, None), ("micro", True, False, None),
+                                   ("ckpt", True, True, None), ("8bit", True, True, "8bit"), ("4bit", True, True, "4bit")):
+        fake = memory_trace.fake_llm(config, getattr(torch, dtype), adapters_for(run, config), ckpt, kbit=kbit)
+        step = memory_trace.trace_training(fake, groups, labels * len(groups), scorer, micro,
+                                           learner=run.get("learner") or "adam", clip_grad_norm=run.get("clip_grad_norm"))
+        evaluation = memory_trace.trace_evaluation(fake, memory_trace.synthetic_groups([evaluate], config.vocab_size)[0],
+                                                   dict(scorer, mode="kv"))
+        out[key] = (step, evaluation, fake.weight_bytes)
+    return out
 
 
-def plan(llm_path, run):
+def plan(llm_path, run, prompt_tokens=None, trace=True):
     """The whole plan (bytes) for a run's settings ``run`` (a dict of config values)."""
     config = model_config(llm_path)
     dtype = run["llm_dtype"] if run.get("llm_dtype") not in (None, "auto") else "bfloat16"
-    n_layers = config.num_hidden_layers
-    adapted = int(run.get("lora_layers") or n_layers)
+    linear, other, largest = linear_counts(config)
+    weights = weight_bytes(linear, other, dtype)
+    kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    kv = 2 * config.num_hidden_layers * kv_heads * head_dim * BYTES[dtype] * int(run.get("summary_batch_max_tokens") or 24576)
+    estimate = estimate_levers(llm_path, run, weights, prompt_tokens)
+    began = time.monotonic()
+    traced, failure = None, None
+    if trace:
+        try:
+            traced = trace_levers(config, run, dtype, prompt_tokens)
+        except Exception as exc:  # noqa: BLE001 - any op without a fake kernel: fall back, and say so
+            failure = f"{type(exc).__name__}: {exc}"
+            logger.warning("memory trace failed (%s); the activations are the estimate", failure)
+    levers = []
+    for name, lever in LEVERS:
+        row = dict(name=name, weights=weights[lever["quant"]], estimate_train=estimate[name])
+        if traced is not None:
+            key = lever["quant"] or ("ckpt" if lever["ckpt"] else "micro" if lever["micro"] else "none")
+            step, evaluation, fake_weights = traced[key]
+            dequantized = largest * BYTES[dtype] if lever["quant"] else 0
+            row["state"] = step.resident - fake_weights - _buffers(config, dtype)
+            row["train_step"] = step.step + dequantized
+            row["eval_step"] = evaluation.step + dequantized
+            row["train"] = row["weights"] + row["state"] + row["train_step"]
+            row["evaluate"] = row["weights"] + row["eval_step"]
+        else:
+            row["train"] = estimate[name]
+            row["evaluate"] = None
+        row["summarize"] = weights[lever["quant"]] + kv
+        row["peak"] = max(v for v in (row["train"], row["evaluate"], row["summarize"]) if v is not None)
+        levers.append(row)
+    return dict(dtype=dtype, layers=config.num_hidden_layers, parameters=linear[0] + other, kv_cache=kv,
+                traced=traced is not None, failure=failure, trace_seconds=time.monotonic() - began,
+                shapes=prompt_shapes(run, prompt_tokens), levers=levers)
+
+
+def _buffers(config, dtype):
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, dtype))
+    return sum(b.numel() * b.element_size() for b in model.buffers())
+
+
+def estimate_levers(llm_path, run, weights, prompt_tokens=None):
+    """Today's estimate of each lever's training peak (weights + LoRA state + activations + head)."""
+    config = model_config(llm_path)
+    dtype = run["llm_dtype"] if run.get("llm_dtype") not in (None, "auto") else "bfloat16"
+    adapted = int(run.get("lora_layers") or config.num_hidden_layers)
     targets = list(run.get("lora_target_modules") or ["q_proj", "k_proj", "v_proj", "o_proj"])
     r = int(run.get("lora_r") or 8)
-    linear, other = parameter_counts(config)
-    weights = {None: (linear + other) * BYTES[dtype],
-               "8bit": linear * 1.0 + other * 4,
-               "4bit": linear * (0.5 + 0.127 / 8) + other * 4}  # NF4 + double-quantized absmax, others fp32
-    lora = lora_parameters(config, r, targets, adapted) * 4 * BYTES[dtype]  # weight, grad, AdamW m and v
-    full = activation_bytes_per_token(config, dtype, r, targets)
-    kept = activation_bytes_per_token(config, dtype, r, targets, checkpointed=True)
-    example_tokens = int(run["prompt_max_tokens"]) + (1 + int(run["neg_num"])) * (int(run["item_max_tokens"]) + 8)
+    lora = memory_estimate.lora_parameters(config, r, targets, adapted) * 4 * BYTES[dtype]
+    full = memory_estimate.activation_bytes_per_token(config, dtype, r, targets)
+    kept = memory_estimate.activation_bytes_per_token(config, dtype, r, targets, checkpointed=True)
+    example_tokens = int(prompt_tokens or run["prompt_max_tokens"]) + (1 + int(run["neg_num"])) * (
+        int(run["item_max_tokens"]) + ANSWER_TAIL_TOKENS)
     batch_tokens = int(run["train_batch_size"]) * example_tokens
     micro_tokens = min(batch_tokens, max(int(run["batch_max_tokens"]), example_tokens))
     head = (1 + int(run["neg_num"])) * int(run["train_batch_size"]) * config.vocab_size * (BYTES[dtype] + 8)
-    kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    kv = 2 * n_layers * kv_heads * head_dim * BYTES[dtype] * int(run.get("summary_batch_max_tokens") or 24576)
-    levers = []
-    for name, lever in LEVER_ORDER:
+    out = {}
+    for name, lever in LEVERS:
         tokens = micro_tokens if lever["micro"] else batch_tokens
         activations = (kept * adapted + full) * tokens if lever["ckpt"] else full * adapted * tokens
-        train = weights[lever["quant"]] + lora + activations + head
-        summarize = weights[lever["quant"]] + kv
-        levers.append(dict(name=name, weights=weights[lever["quant"]], lora=lora, activations=activations + head,
-                           train=train, summarize=summarize, peak=max(train, summarize)))
-    return dict(dtype=dtype, layers=n_layers, adapted=adapted, parameters=linear + other, batch_tokens=batch_tokens,
-                micro_tokens=micro_tokens, bytes_per_token_layer=full, kept_per_token_layer=kept, kv_cache=kv,
-                levers=levers)
+        out[name] = weights[lever["quant"]] + lora + activations + head
+    return out
 
 
 def fits(peak, card_gb):
-    return peak <= card_gb * GIB * 0.9 - GIB
+    """Whether ``peak`` bytes fit a ``card_gb`` card with the stated margin."""
+    return peak * (1 + ALLOCATOR_SLACK) + CONTEXT_GIB * GIB <= card_gb * GIB
 
 
 def render(p, llm_path):
-    lines = [f"memory plan for {llm_path}: {p['parameters'] / 1e9:.2f}B parameters, {p['layers']} layers "
-             f"({p['adapted']} with LoRA), {p['dtype']}",
-             f"tokens alive: a batch {p['batch_tokens']}, a micro-batch {p['micro_tokens']}; autograd keeps "
-             f"{p['bytes_per_token_layer'] / 1024:.0f} KiB per token per layer ({p['kept_per_token_layer'] / 1024:.0f} "
-             f"KiB checkpointed); summarizer KV cache {p['kv_cache'] / GIB:.1f} GiB", "",
-             "| levers (cumulative) | weights | LoRA state | activations | training | summarizing | "
-             + " | ".join(f"fits {c} GB" for c in CARDS_GB) + " |",
-             "|---|---|---|---|---|---|" + "---|" * len(CARDS_GB)]
-    for lever in p["levers"]:
-        cells = [lever["name"]] + [f"{lever[k] / GIB:.1f} GiB" for k in ("weights", "lora", "activations", "train",
-                                                                           "summarize")]
-        cells += ["yes" if fits(lever["peak"], c) else "no" for c in CARDS_GB]
+    gib = lambda b: "-" if b is None else f"{b / GIB:.2f}"  # noqa: E731
+    train, evaluate = p["shapes"]
+    how = (f"traced on fake tensors in {p['trace_seconds']:.0f} s" if p["traced"] else
+           f"ESTIMATE (the trace failed: {p['failure']})" if p["failure"] else "ESTIMATE (--no_trace)")
+    lines = [f"memory plan for {llm_path}: {p['parameters'] / 1e9:.2f}B parameters, {p['layers']} layers, {p['dtype']}; "
+             f"{how}",
+             f"training batch: {len(train)} prompts of {train[0][0]} + {len(train[0][1])} x {train[0][1][0]} tokens; "
+             f"evaluation: one user, {evaluate[0]} + {len(evaluate[1])} x {evaluate[1][0]} tokens (kv); "
+             f"summarizer KV cache {p['kv_cache'] / GIB:.1f} GiB (computed)", "",
+             "GiB per GPU:", "",
+             "| levers (cumulative) | weights (computed) | adapters + optimizer | training step | evaluation step | "
+             "training peak | summarizing | today's estimate | " + " | ".join(f"fits {c} GB" for c in CARDS_GB) + " |",
+             "|---|---|---|---|---|---|---|---|" + "---|" * len(CARDS_GB)]
+    for lv in p["levers"]:
+        cells = [lv["name"], gib(lv["weights"]), gib(lv.get("state")), gib(lv.get("train_step")), gib(lv.get("eval_step")),
+                 gib(lv["train"]), gib(lv["summarize"]), gib(lv["estimate_train"])]
+        cells += ["yes" if fits(lv["peak"], c) else "no" for c in CARDS_GB]
         lines.append("| " + " | ".join(cells) + " |")
+    lines.append(f"margin: {CONTEXT_GIB:.1f} GiB (CUDA context, workspaces) + {ALLOCATOR_SLACK:.0%} of the peak "
+                 "(allocator slack); k-bit rows: weights computed, activations traced with the linear layers in the "
+                 "compute dtype and the rest in fp32, plus the largest layer dequantized (computed)")
     for card in CARDS_GB:
         first = next((lv["name"] for lv in p["levers"] if fits(lv["peak"], card)), None)
         lines.append(f"{card} GB: " + (f"fits with {first}" if first else "does not fit with these levers: lower "
                                        "train_batch_size / batch_max_tokens / prompt_max_tokens, or lora_layers"))
     return "\n".join(lines)
+
+
+PLAN_KEYS = ("model", "llm_dtype", "lora_layers", "lora_target_modules", "lora_r", "lora_alpha", "lora_dropout",
+             "adalora_init_r", "adalora_target_r", "prompt_max_tokens", "neg_num", "item_max_tokens", "train_batch_size",
+             "batch_max_tokens", "pack_max_tokens", "summary_batch_max_tokens", "eval_args", "full_sort_top_m",
+             "learner", "clip_grad_norm")
 
 
 def main(argv=None):
@@ -218,12 +242,14 @@ def main(argv=None):
     parser.add_argument("--model", default="LLMTRSR")
     parser.add_argument("--dataset", default="ml-100k", help="only for the dataset's YAML, if any; no data is read")
     parser.add_argument("--config_files", default="")
+    parser.add_argument("--prompt_tokens", type=int, default=None,
+                        help="tokens of a training prompt (default: prompt_max_tokens, the longest a run allows)")
+    parser.add_argument("--no_trace", action="store_true", help="only today's estimate (seconds, not minutes)")
     args, overrides = parser.parse_known_args(argv)
     config = TRSRConfig(args.model, args.dataset, config_file_list=args.config_files.split() or None,
                         config_dict={"llm_path": args.llm_path}, argv=overrides)
-    keys = ("llm_dtype", "lora_layers", "lora_target_modules", "lora_r", "prompt_max_tokens", "neg_num",
-            "item_max_tokens", "train_batch_size", "batch_max_tokens", "summary_batch_max_tokens")
-    print(render(plan(args.llm_path, {k: config[k] for k in keys}), args.llm_path))
+    run = {k: config[k] for k in PLAN_KEYS}
+    print(render(plan(args.llm_path, run, args.prompt_tokens, trace=not args.no_trace), args.llm_path))
 
 
 if __name__ == "__main__":

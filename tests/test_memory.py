@@ -167,27 +167,34 @@ def test_a_run_logs_what_sizes_it(data_root, tmp_path, tiny_llm, capfd):
     assert calls and int(calls[1]) > 0 and float(calls[3]) > 0
 
 
-def test_the_memory_plan_counts_the_model_and_orders_the_levers(tiny_llm, capsys):
+def test_the_memory_plan_traces_the_levers_and_counts_the_model(tiny_llm, capsys):
     from transformers import AutoModelForCausalLM
 
     from recbole_trsr import memory_plan
 
-    run = dict(llm_dtype="float32", lora_layers=None, lora_target_modules=["q_proj", "v_proj"], lora_r=4,
-               prompt_max_tokens=256, neg_num=4, item_max_tokens=16, train_batch_size=8, batch_max_tokens=256,
-               summary_batch_max_tokens=1024)
+    run = dict(llm_dtype="float32", lora_layers=None, lora_target_modules=["q_proj", "v_proj"], lora_r=4, lora_alpha=8,
+               lora_dropout=0.05, prompt_max_tokens=256, neg_num=4, item_max_tokens=16, train_batch_size=8,
+               batch_max_tokens=256, pack_max_tokens=2048, summary_batch_max_tokens=1024,
+               eval_args={"mode": {"valid": "uni19", "test": "uni19"}})
     p = memory_plan.plan(tiny_llm / "config.json", run)
+    assert p["traced"] and p["shapes"][1][1] == [24] * 20  # one user's 1 + 19 candidates
     real = AutoModelForCausalLM.from_pretrained(tiny_llm)
     assert p["parameters"] == sum(t.numel() for t in real.parameters())
-    assert p["levers"][0]["weights"] == 4 * p["parameters"]
+    none, micro, ckpt, int8, nf4 = p["levers"]
+    assert none["weights"] == 4 * p["parameters"] and nf4["weights"] < int8["weights"] < none["weights"]
     lora = get_peft_model(real, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
-    assert p["levers"][0]["lora"] == 16 * sum(t.numel() for t in lora.parameters() if t.requires_grad)
-    assert p["micro_tokens"] < p["batch_tokens"]
-    train = [lv["train"] for lv in p["levers"]]
-    assert train == sorted(train, reverse=True) and train[1] < train[0] and train[2] < train[1] and train[4] < train[3]
-    assert p["bytes_per_token_layer"] > 10 * p["kept_per_token_layer"] > 0
+    trainable = [t for t in lora.parameters() if t.requires_grad]
+    adam = 3 * 4 * sum(t.numel() for t in trainable) + 4 * len(trainable)  # weights, m, v, step counts
+    labels = 8 * 5 * 8  # the batch's int64 labels
+    assert none["state"] == adam + labels
+    assert none["train_step"] > micro["train_step"] > ckpt["train_step"] > 0  # 8 prompts, 256-token micro-batches
+    assert all(lv["peak"] >= max(lv["train"], lv["evaluate"], lv["summarize"]) for lv in p["levers"])
+    estimate = memory_plan.plan(tiny_llm / "config.json", run, trace=False)
+    assert not estimate["traced"] and [lv["train"] for lv in estimate["levers"]] == [lv["estimate_train"] for lv in p["levers"]]
     memory_plan.main(["--llm_path", str(tiny_llm), "--train_batch_size=2"])
     out = capsys.readouterr().out
-    assert "fits 24 GB" in out and "24 GB: fits with none" in out
+    assert "traced on fake tensors" in out and "24 GB: fits with none" in out
+    assert memory_plan.fits(10 * 2 ** 30, 24) and not memory_plan.fits(21 * 2 ** 30, 24)  # 21 x 1.1 + 1 > 24
 
 
 def test_the_gpu_check_runs_in_its_reduced_mode_on_cpu(tiny_llm, tmp_path):
@@ -209,6 +216,8 @@ def test_the_gpu_check_runs_in_its_reduced_mode_on_cpu(tiny_llm, tmp_path):
     for levers in result["training"].values():
         assert set(levers) == {"today", "micro", "ckpt", "4bit"}
         assert all(r["steps_per_s"] > 0 and r["peak_gib"] > 0 for r in levers.values())
+        traced = [levers[k]["traced_step_gib"] for k in ("today", "ckpt")]  # the plan's trace of each step
+        assert traced[0] > traced[1] > 0
     assert result["scoring"]["kv"] > 0
     written = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
     assert written["training"] == result["training"] and "| kv |" in (tmp_path / "out" / "gpu_check.md").read_text()

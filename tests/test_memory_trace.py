@@ -26,7 +26,7 @@ def _wider(tiny_llm, folder):
     tok = AutoTokenizer.from_pretrained(tiny_llm)
     tok.save_pretrained(folder)
     torch.manual_seed(0)
-    LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=256, intermediate_size=688, num_hidden_layers=4,
+    LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=256, intermediate_size=704, num_hidden_layers=4,
                                  num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
                                  pad_token_id=tok.pad_token_id, max_position_embeddings=4096)).save_pretrained(folder)
     return folder

@@ -101,25 +101,29 @@ class FakeLLM:
     weight_bytes: int  # of the fake parameters, as built (compute dtype; a k-bit run's are computed apart)
 
 
-def fake_llm(config, dtype, adapter_config=None, gradient_checkpointing=False, kbit=False):
+def fake_llm(config, dtype, adapter_config=None, gradient_checkpointing=False, kbit=None):
     """The model of ``config`` (a ``PretrainedConfig``) in ``dtype`` on fake tensors, prepared and adapted
     as :class:`recbole_trsr.model.llmtrsr.LLMTRSR` does (``adapter_config``: a peft config or None).
-    ``kbit``: the parameters outside the decoder's linear layers in fp32, as peft's
-    ``prepare_model_for_kbit_training`` leaves a 4/8-bit model."""
+    ``kbit`` (``4bit`` / ``8bit``): the parameters outside the decoder's linear layers in fp32, as peft's
+    ``prepare_model_for_kbit_training`` leaves a k-bit model, and the linear layers keeping for the
+    backward what bitsandbytes' layers keep (their weights stay in ``dtype``: computed apart)."""
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM
 
-    config = type(config).from_dict(config.to_dict())
+    settings = config.to_dict()
+    settings.pop("quantization_config", None)  # a loaded k-bit model's: its weights are computed apart
+    config = type(config).from_dict(settings)
     config._attn_implementation = "sdpa"
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     model.config.use_cache = False
     if kbit:
-        linear = {id(m.weight) for name, m in model.named_modules()
-                  if isinstance(m, torch.nn.Linear) and ".layers." in name}
+        linears = [m for name, m in model.named_modules() if isinstance(m, torch.nn.Linear) and ".layers." in name]
         for p in model.parameters():
-            if id(p) not in linear:
+            if all(p is not m.weight for m in linears):
                 p.data = p.data.to(torch.float32)
+        for m in linears:
+            m.forward = _kbit_forward(m, dtype, saves_cast_input=kbit == "4bit")
     for p in model.parameters():
         p.requires_grad_(False)
     with silenced("peft-is-gradient-checkpointing"):
@@ -141,6 +145,32 @@ def fake_llm(config, dtype, adapter_config=None, gradient_checkpointing=False, k
                     module._buffers[name] = torch.empty(b.shape, dtype=b.dtype)
     weights = sum(p.numel() * p.element_size() for p in swapped.values() if not p.requires_grad)
     return FakeLLM(model, mode, weights)
+
+
+class _SavesInput(torch.autograd.Function):
+    """A frozen linear layer whose backward keeps its input as given (LLM.int8 keeps ``A`` itself)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, compute_dtype):
+        ctx.save_for_backward(x, weight)
+        return torch.nn.functional.linear(x.to(compute_dtype), weight, bias).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        return (grad.to(weight.dtype) @ weight).to(x.dtype), None, None, None
+
+
+def _kbit_forward(linear, compute_dtype, saves_cast_input):
+    """A bitsandbytes k-bit linear layer's dtypes and saved tensors. Its output comes back in the
+    input's dtype (fp32 once peft's preparation has made the norms fp32). 4-bit (``MatMul4Bit``) casts
+    the input to the compute dtype and keeps that cast for the backward; 8-bit (``MatMul8bitLt``) keeps
+    the input as it came."""
+    def forward(x):
+        if saves_cast_input:
+            return torch.nn.functional.linear(x.to(compute_dtype), linear.weight, linear.bias).to(x.dtype)
+        return _SavesInput.apply(x, linear.weight, linear.bias, compute_dtype)
+    return forward
 
 
 def build_optimizer(params, learner="adam", learning_rate=1e-3, weight_decay=0.0):

@@ -6,12 +6,12 @@ Where things live:
     registry.py            model lookup (plugin first, then RecBole)
     quick_start.py         run() and the command-line runner
     explain.py             one user's blocks, summaries, prompt and ranked candidates
-    memory_plan.py         expected per-GPU memory of a run, and the levers that make it fit
+    memory_plan.py         per-GPU memory of a run (its steps traced on fake tensors), the levers that fit
     sr_model.py            the RecBole SR model a run attaches (DELRec's teacher, a full-sort retriever)
     faults.py              TRSR_FAULT kill points for the interrupted-run tests
     data/                  dataset with absolute history positions, item-id -> text table, negatives
-    llm/                   backbone loading (hub id, folder, GGUF; k-bit), memory levers, Yes/No
-                           scoring (fp32 head), the summarizer's decoder
+    llm/                   backbone loading (hub id, folder, GGUF; k-bit), adapters, memory levers and
+                           their trace on fake tensors, Yes/No scoring (fp32 head), the summarizer's decoder
     summarize/             block segmentation, hierarchical / recurrent LLM summarizer, store, engines
     prompt.py              recommender prompt building under token budgets, chat frames
     model/                 LLMTRSR and DELRec RecBole models

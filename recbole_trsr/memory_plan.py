@@ -223,9 +223,18 @@ def render(p, llm_path):
                  "compute dtype and the rest in fp32, plus the largest layer dequantized (computed)")
     for card in CARDS_GB:
         first = next((lv["name"] for lv in p["levers"] if fits(lv["peak"], card)), None)
-        lines.append(f"{card} GB: " + (f"fits with {first}" if first else "does not fit with these levers: lower "
-                                       "train_batch_size / batch_max_tokens / prompt_max_tokens, or lora_layers"))
+        lines.append(f"{card} GB: " + (f"fits with {first}" if first else "does not fit with these levers; "
+                                       + _what_decides(min(p["levers"], key=lambda lv: lv["peak"]))))
     return "\n".join(lines)
+
+
+def _what_decides(lever):
+    phase = max(("train", "evaluate", "summarize"), key=lambda k: lever[k] or 0)
+    return {"train": "training decides: lower train_batch_size / batch_max_tokens / prompt_max_tokens, or lora_layers",
+            "evaluate": "evaluation decides (kv scoring keeps one key/value cache of prefix + candidate per candidate "
+                        "row): lower batch_max_tokens, which caps the rows scored at once",
+            "summarize": "summarizing decides: lower summary_batch_max_tokens, or summarize apart "
+                         "(summary_engine: server)"}[phase]
 
 
 PLAN_KEYS = ("model", "llm_dtype", "lora_layers", "lora_target_modules", "lora_r", "lora_alpha", "lora_dropout",

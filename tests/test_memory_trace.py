@@ -110,3 +110,34 @@ def test_the_live_byte_count_follows_real_tensors():
         assert live.peak == 8000
     del c, d
     assert live.current == 0
+
+
+def test_an_adalora_step_is_traced_as_it_runs():
+    """DELRec's adapters (AdaLoRA): the trace against the allocator on a real step of the same model. It is
+    over by 7% here (not yet explained; LoRA's are within 0.2%): the test holds it above and close."""
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    from recbole_trsr.llm.adapters import adalora_config
+
+    config = LlamaConfig(vocab_size=4000, hidden_size=256, intermediate_size=688, num_hidden_layers=4,
+                         num_attention_heads=4, num_key_value_heads=2)
+    config._attn_implementation = "sdpa"
+    run = dict(adalora_init_r=12, adalora_target_r=8, lora_alpha=16, lora_dropout=0.05,
+               lora_target_modules=["q_proj", "v_proj"])
+    groups = memory_trace.synthetic_groups([(300, [20] * 5)] * 3, 4000)
+    labels = [5, 6, 6, 6, 6] * 3
+    kw = dict(answer_ids=(5, 6), mode="packed", batch_max_tokens=700)
+    traced = memory_trace.trace_training(memory_trace.fake_llm(config, torch.float32, adalora_config(run, 100)),
+                                         groups, labels, kw, True)
+    torch.manual_seed(0)
+    model = get_peft_model(AutoModelForCausalLM.from_config(config), adalora_config(run, 100))
+    model.config.use_cache = False
+    model.train()
+    scorer = AnswerScorer(model, 5, 6, 0, mode="packed", batch_max_tokens=700)
+    optimizer = memory_trace.build_optimizer([p for p in model.parameters() if p.requires_grad])
+    target = torch.tensor(labels)
+    step = lambda: memory_trace.training_step(model, scorer, groups, target, optimizer, True)  # noqa: E731
+    step()
+    real = memory_trace.allocator_peak(step)
+    assert real > 1e6 and 1.0 <= traced.step / real <= 1.10, (traced.step, real)

@@ -16,7 +16,8 @@ What each column is, and how it is obtained:
 * **adapters + optimizer** (traced): LoRA / AdaLoRA weights and the optimizer's state;
 * **training step** (traced): the peak above those of a steady-state step as the trainer runs it,
   one batch of ``train_batch_size`` prompts of ``prompt_max_tokens`` (or ``--prompt_tokens``) with
-  ``1 + neg_num`` candidates of ``item_max_tokens``, packed and cut into ``batch_max_tokens``
+  ``1 + neg_num`` candidates of ``item_max_tokens``, or with ``--from_dataset`` the longest prompts the
+  dataset makes (the model's own prompt builder), packed and cut into ``batch_max_tokens``
   micro-batches exactly as the scorer does; a k-bit run adds (computed) its largest linear layer
   dequantized in the compute dtype, the transient bitsandbytes makes in each forward and backward;
 * **evaluation step** (traced): ``kv`` scoring of one user's candidates (``eval_args`` mode);
@@ -96,16 +97,52 @@ def prompt_shapes(run, prompt_tokens=None):
     return train, (prefix, [suffix] * eval_candidates(run))
 
 
+def dataset_prompt_shapes(config, train_batch_size, neg_num, candidates):
+    """``(training shapes, evaluation shape)`` of the longest prompts the dataset makes, built by the
+    model's own prompt builder from the dataset's histories: the ``train_batch_size`` longest training
+    prompts, each with its target and ``neg_num`` candidates of the longest item text, and the longest
+    test prompt with ``candidates`` of it. A summary is as long as ``summary_max_tokens`` allows (the
+    store is not read). Needs the model's tokenizer (a folder or hub id, not a bare config.json)."""
+    from recbole.data import data_preparation
+
+    from recbole_trsr.data import HISTORY_POSITION_FIELD, ItemTextTable, create_dataset
+    from recbole_trsr.llm.backbone import load_tokenizer
+    from recbole_trsr.model.llmtrsr import prompt_builder
+    from recbole_trsr.summarize.segment import recent_window
+
+    tokenizer = load_tokenizer(config["llm_path"], config["trsr_cache_dir"])
+    train, _, _ = data_preparation(config, create_dataset(config))
+    dataset = train._dataset
+    prompts = prompt_builder(config, dataset, tokenizer, ItemTextTable.from_dataset(dataset))
+    histories = dataset.user_histories
+    summary = None if config["summary_paradigm"] == "none" else "preferences " * (2 * int(config["summary_max_tokens"]))
+
+    def prompt(user, position, items):
+        start, end = recent_window(position, config["recent_items"], config["block_size"])
+        prefix, suffixes = prompts.build(summary, histories.items_before(user, end)[start:], items)
+        return len(prefix), [len(s) for s in suffixes]
+
+    inter = dataset.inter_feat
+    rows = zip(inter[dataset.uid_field].tolist(), inter[HISTORY_POSITION_FIELD].long().tolist(),
+               inter[dataset.iid_field].tolist())
+    examples = sorted((prompt(u, p, [t]) for u, p, t in rows), reverse=True)
+    users = histories.users()
+    longest_item = max(prompt(users[0], 0, list(range(1, dataset.item_num)))[1])
+    train_shapes = [(p, s + [longest_item] * neg_num) for p, s in examples[:train_batch_size]]
+    last = max(prompt(u, histories.length(u) - 1, [1])[0] for u in users)
+    return train_shapes, (last, [longest_item] * candidates)
+
+
 def adapters_for(run, config):
     if run.get("model") == "DELRec":
         return adalora_config(run, 1000)
     return lora_config(run, config.num_hidden_layers)
 
 
-def trace_levers(config, run, dtype, prompt_tokens=None):
+def trace_levers(config, run, dtype, shapes):
     """Traced bytes per lever: ``{"none"|"micro"|"ckpt"|"8bit"|"4bit": (training StepTrace, evaluation
     StepTrace, FakeLLM weight bytes)}``."""
-    train, evaluate = prompt_shapes(run, prompt_tokens)
+    train, evaluate = shapes
     groups = memory_trace.synthetic_groups(train, config.vocab_size)
     labels = [0] + [1] * int(run["neg_num"])
     scorer = dict(answer_ids=(0, 1), mode="packed", pack_max_tokens=int(run["pack_max_tokens"]),
@@ -122,8 +159,11 @@ def trace_levers(config, run, dtype, prompt_tokens=None):
     return out
 
 
-def plan(llm_path, run, prompt_tokens=None, trace=True):
-    """The whole plan (bytes) for a run's settings ``run`` (a dict of config values)."""
+def plan(llm_path, run, prompt_tokens=None, trace=True, shapes=None):
+    """The whole plan (bytes) for a run's settings ``run`` (a dict of config values). ``shapes``: the
+    prompts (:func:`dataset_prompt_shapes`); default the longest ``prompt_max_tokens`` (or
+    ``prompt_tokens``) allows (:func:`prompt_shapes`)."""
+    shapes = shapes or prompt_shapes(run, prompt_tokens)
     config = model_config(llm_path)
     dtype = run["llm_dtype"] if run.get("llm_dtype") not in (None, "auto") else "bfloat16"
     linear, other, largest = linear_counts(config)
@@ -136,7 +176,7 @@ def plan(llm_path, run, prompt_tokens=None, trace=True):
     traced, failure = None, None
     if trace:
         try:
-            traced = trace_levers(config, run, dtype, prompt_tokens)
+            traced = trace_levers(config, run, dtype, shapes)
         except Exception as exc:  # noqa: BLE001 - any op without a fake kernel: fall back, and say so
             failure = f"{type(exc).__name__}: {exc}"
             logger.warning("memory trace failed (%s); the activations are the estimate", failure)
@@ -160,7 +200,7 @@ def plan(llm_path, run, prompt_tokens=None, trace=True):
         levers.append(row)
     return dict(dtype=dtype, layers=config.num_hidden_layers, parameters=linear[0] + other, kv_cache=kv,
                 traced=traced is not None, failure=failure, trace_seconds=time.monotonic() - began,
-                shapes=prompt_shapes(run, prompt_tokens), levers=levers)
+                shapes=shapes, levers=levers)
 
 
 def _buffers(config, dtype):
@@ -202,11 +242,13 @@ def fits(peak, card_gb):
 def render(p, llm_path):
     gib = lambda b: "-" if b is None else f"{b / GIB:.2f}"  # noqa: E731
     train, evaluate = p["shapes"]
+    lengths = sorted({pre + sum(suf) for pre, suf in train})
     how = (f"traced on fake tensors in {p['trace_seconds']:.0f} s" if p["traced"] else
            f"ESTIMATE (the trace failed: {p['failure']})" if p["failure"] else "ESTIMATE (--no_trace)")
     lines = [f"memory plan for {llm_path}: {p['parameters'] / 1e9:.2f}B parameters, {p['layers']} layers, {p['dtype']}; "
              f"{how}",
-             f"training batch: {len(train)} prompts of {train[0][0]} + {len(train[0][1])} x {train[0][1][0]} tokens; "
+             f"training batch: {len(train)} prompts, prefix {train[0][0]} + {len(train[0][1])} candidates "
+             f"(up to {lengths[-1]} tokens a prompt); "
              f"evaluation: one user, {evaluate[0]} + {len(evaluate[1])} x {evaluate[1][0]} tokens (kv); "
              f"summarizer KV cache {p['kv_cache'] / GIB:.1f} GiB (computed)", "",
              "GiB per GPU:", "",
@@ -253,12 +295,17 @@ def main(argv=None):
     parser.add_argument("--config_files", default="")
     parser.add_argument("--prompt_tokens", type=int, default=None,
                         help="tokens of a training prompt (default: prompt_max_tokens, the longest a run allows)")
+    parser.add_argument("--from_dataset", action="store_true",
+                        help="the longest prompts the dataset makes (reads data_path and the model's tokenizer)")
     parser.add_argument("--no_trace", action="store_true", help="only today's estimate (seconds, not minutes)")
     args, overrides = parser.parse_known_args(argv)
     config = TRSRConfig(args.model, args.dataset, config_file_list=args.config_files.split() or None,
                         config_dict={"llm_path": args.llm_path}, argv=overrides)
     run = {k: config[k] for k in PLAN_KEYS}
-    print(render(plan(args.llm_path, run, args.prompt_tokens, trace=not args.no_trace), args.llm_path))
+    shapes = None
+    if args.from_dataset:
+        shapes = dataset_prompt_shapes(config, int(run["train_batch_size"]), int(run["neg_num"]), eval_candidates(run))
+    print(render(plan(args.llm_path, run, args.prompt_tokens, trace=not args.no_trace, shapes=shapes), args.llm_path))
 
 
 if __name__ == "__main__":

@@ -221,3 +221,23 @@ def test_the_gpu_check_runs_in_its_reduced_mode_on_cpu(tiny_llm, tmp_path):
     assert result["scoring"]["kv"] > 0
     written = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
     assert written["training"] == result["training"] and "| kv |" in (tmp_path / "out" / "gpu_check.md").read_text()
+
+
+def test_the_plan_reads_the_longest_prompts_the_dataset_makes(data_root, tmp_path, tiny_llm):
+    from recbole_trsr import memory_plan
+
+    config = TRSRConfig("LLMTRSR", DATASET, config_dict=llm_config(data_root, tmp_path, tiny_llm, train_batch_size=3,
+                                                                  neg_num=2, summary_paradigm="none"))
+    train_shapes, (eval_prefix, eval_suffixes) = memory_plan.dataset_prompt_shapes(config, 3, 2, 20)
+    dataset = create_dataset(config)
+    train, _, _ = data_preparation(config, dataset)
+    model = LLMTRSR(config, train._dataset)
+    inter = train._dataset.inter_feat
+    prefixes = sorted((len(model._group(u, p, [t]).prefix) for u, p, t in zip(
+        inter["user_id"].tolist(), inter["history_position"].long().tolist(), inter["item_id"].tolist())), reverse=True)
+    assert [p for p, _ in train_shapes] == prefixes[:3]  # the model's own prompts, longest first
+    longest = max(len(s) for s in model._group(1, 0, list(range(1, train._dataset.item_num))).suffixes)
+    assert all(s[1:] == [longest, longest] for _, s in train_shapes) and eval_suffixes == [longest] * 20
+    p = memory_plan.plan(tiny_llm / "config.json", {k: config[k] for k in memory_plan.PLAN_KEYS},
+                         shapes=(train_shapes, (eval_prefix, eval_suffixes)))
+    assert p["traced"] and p["shapes"][0] == train_shapes

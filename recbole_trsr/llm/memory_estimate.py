@@ -13,10 +13,14 @@ import torch
 BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
 
-def model_config(llm_path):
-    """The architecture's ``PretrainedConfig`` from a folder, a ``config.json`` or a cached hub id."""
+def model_config(llm_path, cache_dir="~/.cache/recbole_trsr"):
+    """The architecture's ``PretrainedConfig`` from a folder, a ``config.json``, a cached hub id, or a
+    GGUF (``python-package:...``, converted once as every run does)."""
     from transformers import AutoConfig
 
+    from recbole_trsr.llm.backbone import resolve_model_folder
+
+    llm_path = resolve_model_folder(str(llm_path), cache_dir)
     path = Path(os.path.expanduser(str(llm_path)))
     if path.is_file() and path.name.endswith(".json"):
         return AutoConfig.from_pretrained(str(path.parent)) if path.name == "config.json" else \

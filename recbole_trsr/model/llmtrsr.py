@@ -20,6 +20,16 @@ from recbole_trsr.summarize.pipeline import model_summaries
 from recbole_trsr.summarize.segment import recent_window
 
 
+def prompt_builder(config, dataset, tokenizer, item_texts):
+    """The recommender's :class:`PromptBuilder` for ``config`` (the memory plan builds the same prompts)."""
+    notes = None
+    if config["candidate_popularity"]:
+        notes = [f" (popularity: {level})" if level else "" for level in popularity_levels(dataset.train_item_users)]
+    return PromptBuilder(tokenizer, config["prompt_template"], item_texts.texts, item_max_tokens=config["item_max_tokens"],
+                         summary_max_tokens=config["summary_max_tokens"], prompt_max_tokens=config["prompt_max_tokens"],
+                         use_chat_template=config["use_chat_template"], candidate_notes=notes)
+
+
 class LLMTRSR(OneLineDescription, OwnWeightsCheckpointMixin, SequentialRecommender):
     """Text-rich sequential recommendation with an LLM recommender.
 
@@ -55,15 +65,7 @@ class LLMTRSR(OneLineDescription, OwnWeightsCheckpointMixin, SequentialRecommend
         self.summaries, backbone = model_summaries(config, dataset, item_texts, lambda: load_backbone(
             config["llm_path"], config["trsr_cache_dir"], config["llm_dtype"], config["device"],
             config["llm_quantization"]))
-        notes = None
-        if config["candidate_popularity"]:
-            notes = [f" (popularity: {level})" if level else "" for level in popularity_levels(dataset.train_item_users)]
-        self.prompts = PromptBuilder(
-            backbone.tokenizer, config["prompt_template"], item_texts.texts,
-            item_max_tokens=config["item_max_tokens"], summary_max_tokens=config["summary_max_tokens"],
-            prompt_max_tokens=config["prompt_max_tokens"], use_chat_template=config["use_chat_template"],
-            candidate_notes=notes,
-        )
+        self.prompts = prompt_builder(config, dataset, backbone.tokenizer, item_texts)
 
         lora = lora_config(config, backbone.model.config.num_hidden_layers)
         with silenced("peft-is-gradient-checkpointing"):

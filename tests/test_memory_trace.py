@@ -9,7 +9,6 @@ from recbole_trsr.config import TRSRConfig
 from recbole_trsr.data import create_dataset
 from recbole_trsr.llm import memory_trace
 from recbole_trsr.llm.adapters import lora_config
-from recbole_trsr.llm.scoring import AnswerScorer
 from recbole_trsr.model.llmtrsr import LLMTRSR
 from recbole_trsr.trainer import get_trainer
 
@@ -133,11 +132,5 @@ def test_an_adalora_step_is_traced_as_it_runs():
     torch.manual_seed(0)
     model = get_peft_model(AutoModelForCausalLM.from_config(config), adalora_config(run, 100))
     model.config.use_cache = False
-    model.train()
-    scorer = AnswerScorer(model, 5, 6, 0, mode="packed", batch_max_tokens=700)
-    optimizer = memory_trace.build_optimizer([p for p in model.parameters() if p.requires_grad])
-    target = torch.tensor(labels)
-    step = lambda: memory_trace.training_step(model, scorer, groups, target, optimizer, True)  # noqa: E731
-    step()
-    real = memory_trace.allocator_peak(step)
+    real = memory_trace.measured_training(model, groups, labels, kw)
     assert real > 1e6 and 1.0 <= traced.step / real <= 1.10, (traced.step, real)

@@ -282,3 +282,19 @@ def allocator_peak(step):
     records.sort()
     start = records[0][1] - records[0][2]  # the total before the first allocation
     return max(total for _, total, _ in records) - start
+
+
+def measured_training(model, groups, labels, scorer_kwargs, backward_per_micro_batch=True, learner="adam"):
+    """What :func:`trace_training` predicts, measured on a real (CPU) model: the allocator's peak of a
+    steady-state step above what was resident when it began."""
+    model.train()
+    scorer = _scorer(model, scorer_kwargs)
+    optimizer = build_optimizer([p for p in model.parameters() if p.requires_grad], learner)
+    labels = torch.as_tensor(labels)
+
+    def step():
+        training_step(model, scorer, groups, labels, optimizer, backward_per_micro_batch)
+
+    step()  # the optimizer's state exists from here on
+    return allocator_peak(step)
+

@@ -14,6 +14,8 @@ plugin never does. ``recbole_trsr/__init__.py`` applies this on import, before R
 ``Config`` can run; the aliases are only added where numpy lacks them (numpy 1 is untouched).
 
 pandas 3: see :func:`patch_recbole_for_pandas3` below (applied where RecBole is first imported).
+
+Anomaly mode: see :func:`import_recbole_sequential_models` (applied where RecBole models are looked up).
 """
 import functools
 
@@ -43,6 +45,24 @@ def require_recbole():
             "Python >= 3.12, and the plugin never imports ray, so install it without dependencies: "
             "pip install --no-deps recbole==1.2.1 (its other requirements come with recbole-trsr)"
         ) from exc
+
+
+def import_recbole_sequential_models():
+    """Import ``recbole.model.sequential_recommender`` and undo the anomaly mode its import turns on.
+
+    RecBole 1.2.1's ``sine.py`` calls ``torch.autograd.set_detect_anomaly(True)`` at module level, and
+    the package's ``__init__`` imports it, so the first lookup of any sequential model (SASRec,
+    GRU4Rec, the SR model DELRec trains first) left autograd checking every backward for the rest of
+    the process: slower steps for every model trained after it, and fake-tensor tracing
+    (``llm/memory_trace.py``) fails on its NaN checks. The state from before the import is put back,
+    so a user who enabled anomaly mode on purpose keeps it.
+    """
+    import torch
+
+    before = torch.is_anomaly_enabled(), torch.is_anomaly_check_nan_enabled()
+    import recbole.model.sequential_recommender  # noqa: F401
+
+    torch.autograd.set_detect_anomaly(*before)
 
 
 # --- pandas 3 -------------------------------------------------------------------------------------

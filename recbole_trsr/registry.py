@@ -3,6 +3,8 @@ import importlib
 
 from recbole.utils import get_model as recbole_get_model
 
+from recbole_trsr.compat import import_recbole_sequential_models
+
 #: Plugin models: name -> module holding the class of the same name.
 PLUGIN_MODELS = {
     "LLMTRSR": "recbole_trsr.model.llmtrsr",
@@ -14,6 +16,7 @@ def get_model(name):
     """Return the model class called ``name``: a plugin model, else any RecBole model."""
     if name in PLUGIN_MODELS:
         return getattr(importlib.import_module(PLUGIN_MODELS[name]), name)
+    import_recbole_sequential_models()  # before RecBole's lookup imports them with anomaly mode on
     try:
         return recbole_get_model(name)
     except (ValueError, ImportError) as exc:

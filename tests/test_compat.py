@@ -79,3 +79,19 @@ def test_recbole_dataset_trainer_evaluator_run_on_installed_numpy(data_root, tmp
         eval_args={"split": {"LS": "valid_and_test"}, "order": "TO", "group_by": "user", "mode": "full"}))
     print(f"numpy {np.__version__}: SASRec test {result['test_result']}")
     assert 0.0 <= result["test_result"]["ndcg@10"] <= 1.0
+
+
+def test_looking_up_a_recbole_sequential_model_leaves_anomaly_mode_as_it_was():
+    # RecBole's sine.py turns anomaly mode on when its package is imported; a fresh interpreter is
+    # needed because this process may have imported it already.
+    code = (
+        "import torch\n"
+        "from recbole_trsr.registry import get_model\n"
+        "get_model('SASRec')\n"
+        "off = torch.is_anomaly_enabled()\n"
+        "import recbole.model.sequential_recommender.sine\n"
+        "print(off, 'recbole.model.sequential_recommender.sine' in __import__('sys').modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[-2:] == ["False", "True"]  # imported, and anomaly mode still off

@@ -21,8 +21,13 @@ What each column is, and how it is obtained:
   micro-batches exactly as the scorer does; a k-bit run adds (computed) its largest linear layer
   dequantized in the compute dtype, the transient bitsandbytes makes in each forward and backward;
 * **evaluation step** (traced): ``kv`` scoring of one user's candidates (``eval_args`` mode);
-* **summarizing** (computed): the summarizer's key/value cache of ``summary_batch_max_tokens``
-  positions plus its weights (the recommender's shape unless ``summary_llm_path`` is read apart).
+* **summarizing** (traced): the loop decoder's largest batch as CUDA runs it (fused attention, keys
+  by position), filling ``summary_batch_max_tokens`` with prompts of ``summary_prompt_max_tokens`` and
+  with short block prompts (the most rows), ``summary_max_new_tokens`` each; its key/value buffers
+  are allocated for every new token before the prefill, so the prefill and two decode steps hold the
+  peak. Plus the weights, in the recommender's shape (a ``summary_llm_path`` of another shape: plan
+  it with that path). Left out when no summarizer runs in the process (``summary_paradigm: none``,
+  ``summary_engine: server``). The untraced fallback computes the key/value buffers alone.
 
 **Margin** (stated, not traced): ``CONTEXT_GIB`` for the CUDA context, cuBLAS / cuDNN workspaces and
 the NCCL buffers of a multi-GPU run, none of which ``torch.cuda.max_memory_allocated`` counts, and
@@ -49,6 +54,7 @@ CARDS_GB = (24, 40, 80)
 CONTEXT_GIB = 1.0
 ALLOCATOR_SLACK = 0.10
 ANSWER_TAIL_TOKENS = 8  # after the candidate's text: the question's end and the answer position
+SHORT_BLOCK_PROMPT_TOKENS = 64  # a short summarizer prompt: the most rows one batch holds
 LEVERS = [("none", dict(micro=False, ckpt=False, quant=None)),
           ("backward_per_micro_batch", dict(micro=True, ckpt=False, quant=None)),
           ("+ gradient_checkpointing", dict(micro=True, ckpt=True, quant=None)),
@@ -159,6 +165,31 @@ def trace_levers(config, run, dtype, shapes):
     return out
 
 
+def summarizes_here(run):
+    """Whether this process runs a summarizer (so its batches share the GPU's memory)."""
+    return run.get("summary_paradigm") not in (None, "none") and (run.get("summary_engine") or "local") != "server"
+
+
+def summarizer_batches(run):
+    """``[(rows, prompt tokens), ...]``: the summarizer's largest batches, each filling
+    ``summary_batch_max_tokens`` (prompt + new tokens of every row), of its longest and of short prompts."""
+    budget = int(run.get("summary_batch_max_tokens") or 24576)
+    new = int(run.get("summary_max_new_tokens") or 48)
+    lengths = (int(run.get("summary_prompt_max_tokens") or 768), SHORT_BLOCK_PROMPT_TOKENS)
+    return [(max(1, budget // (length + new)), length) for length in lengths]
+
+
+def trace_summarizer(config, run, dtype):
+    """Traced bytes above the weights of the summarizer's largest batch (:func:`summarizer_batches`), on the
+    decoder settings of a CUDA device."""
+    fake = memory_trace.fake_llm(config, getattr(torch, dtype))
+    new = int(run.get("summary_max_new_tokens") or 48)
+    settings = dict(batch_max_tokens=int(run.get("summary_batch_max_tokens") or 24576), attention=None,
+                    key_layout="positions", sync_every=new + 1)
+    return max(memory_trace.trace_summarizing(fake, rows, length, new, settings).step
+               for rows, length in summarizer_batches(run))
+
+
 def plan(llm_path, run, prompt_tokens=None, trace=True, shapes=None):
     """The whole plan (bytes) for a run's settings ``run`` (a dict of config values). ``shapes``: the
     prompts (:func:`dataset_prompt_shapes`); default the longest ``prompt_max_tokens`` (or
@@ -173,10 +204,12 @@ def plan(llm_path, run, prompt_tokens=None, trace=True, shapes=None):
     kv = 2 * config.num_hidden_layers * kv_heads * head_dim * BYTES[dtype] * int(run.get("summary_batch_max_tokens") or 24576)
     estimate = estimate_levers(llm_path, run, weights, prompt_tokens)
     began = time.monotonic()
-    traced, failure = None, None
+    traced, failure, summarizing = None, None, kv
     if trace:
         try:
             traced = trace_levers(config, run, dtype, shapes)
+            if summarizes_here(run):
+                summarizing = trace_summarizer(config, run, dtype)
         except Exception as exc:  # noqa: BLE001 - any op without a fake kernel: fall back, and say so
             failure = f"{type(exc).__name__}: {exc}"
             logger.warning("memory trace failed (%s); the activations are the estimate", failure)
@@ -195,11 +228,14 @@ def plan(llm_path, run, prompt_tokens=None, trace=True, shapes=None):
         else:
             row["train"] = estimate[name]
             row["evaluate"] = None
-        row["summarize"] = weights[lever["quant"]] + kv
+        if summarizes_here(run):
+            row["summarize"] = weights[lever["quant"]] + summarizing + (largest * BYTES[dtype] if lever["quant"] else 0)
+        else:
+            row["summarize"] = None
         row["peak"] = max(v for v in (row["train"], row["evaluate"], row["summarize"]) if v is not None)
         levers.append(row)
     return dict(dtype=dtype, layers=config.num_hidden_layers, parameters=linear[0] + other, kv_cache=kv,
-                traced=traced is not None, failure=failure, trace_seconds=time.monotonic() - began,
+                summarizing=summarizing if summarizes_here(run) else None, traced=traced is not None, failure=failure, trace_seconds=time.monotonic() - began,
                 shapes=shapes, levers=levers)
 
 
@@ -249,8 +285,8 @@ def render(p, llm_path):
              f"{how}",
              f"training batch: {len(train)} prompts, prefix {train[0][0]} + {len(train[0][1])} candidates "
              f"(up to {lengths[-1]} tokens a prompt); "
-             f"evaluation: one user, {evaluate[0]} + {len(evaluate[1])} x {evaluate[1][0]} tokens (kv); "
-             f"summarizer KV cache {p['kv_cache'] / GIB:.1f} GiB (computed)", "",
+             f"evaluation: one user, {evaluate[0]} + {len(evaluate[1])} x {evaluate[1][0]} tokens (kv)",
+             _summarizer_line(p), "",
              "GiB per GPU:", "",
              "| levers (cumulative) | weights (computed) | adapters + optimizer | training step | evaluation step | "
              "training peak | summarizing | today's estimate | " + " | ".join(f"fits {c} GB" for c in CARDS_GB) + " |",
@@ -270,6 +306,14 @@ def render(p, llm_path):
     return "\n".join(lines)
 
 
+def _summarizer_line(p):
+    if p["summarizing"] is None:
+        return "summarizer: none in this process (summary_paradigm: none, or summary_engine: server)"
+    how = "traced" if p["traced"] else "its key/value buffers alone, computed"
+    return (f"summarizer: its largest batch {p['summarizing'] / GIB:.2f} GiB above the weights ({how}; "
+            f"key/value buffers {p['kv_cache'] / GIB:.2f} GiB of it)")
+
+
 def _what_decides(lever):
     phase = max(("train", "evaluate", "summarize"), key=lambda k: lever[k] or 0)
     return {"train": "training decides: lower train_batch_size / batch_max_tokens / prompt_max_tokens, or lora_layers",
@@ -281,7 +325,8 @@ def _what_decides(lever):
 
 PLAN_KEYS = ("model", "llm_dtype", "lora_layers", "lora_target_modules", "lora_r", "lora_alpha", "lora_dropout",
              "adalora_init_r", "adalora_target_r", "prompt_max_tokens", "neg_num", "item_max_tokens", "train_batch_size",
-             "batch_max_tokens", "pack_max_tokens", "summary_batch_max_tokens", "eval_args", "full_sort_top_m",
+             "batch_max_tokens", "pack_max_tokens", "summary_batch_max_tokens", "summary_max_new_tokens",
+             "summary_prompt_max_tokens", "summary_paradigm", "summary_engine", "eval_args", "full_sort_top_m",
              "learner", "clip_grad_norm")
 
 

@@ -174,9 +174,15 @@ def test_the_memory_plan_traces_the_levers_and_counts_the_model(tiny_llm, capsys
 
     run = dict(llm_dtype="float32", lora_layers=None, lora_target_modules=["q_proj", "v_proj"], lora_r=4, lora_alpha=8,
                lora_dropout=0.05, prompt_max_tokens=256, neg_num=4, item_max_tokens=16, train_batch_size=8,
-               batch_max_tokens=256, pack_max_tokens=2048, summary_batch_max_tokens=1024,
+               batch_max_tokens=256, pack_max_tokens=2048, summary_batch_max_tokens=1024, summary_max_new_tokens=16,
+               summary_prompt_max_tokens=128, summary_paradigm="hierarchical",
                eval_args={"mode": {"valid": "uni19", "test": "uni19"}})
     p = memory_plan.plan(tiny_llm / "config.json", run)
+    # the summarizer's largest batch: 12 rows of 64 + 16 positions of key/value buffers, and more
+    assert memory_plan.summarizer_batches(run) == [(7, 128), (12, 64)]
+    assert p["summarizing"] > 12 * 80 / 1024 * p["kv_cache"]
+    server = memory_plan.plan(tiny_llm / "config.json", dict(run, summary_engine="server"))
+    assert server["summarizing"] is None and all(lv["summarize"] is None for lv in server["levers"])
     assert p["traced"] and p["shapes"][1][1] == [24] * 20  # one user's 1 + 19 candidates
     real = AutoModelForCausalLM.from_pretrained(tiny_llm)
     assert p["parameters"] == sum(t.numel() for t in real.parameters())

@@ -134,3 +134,31 @@ def test_an_adalora_step_is_traced_as_it_runs():
     model.config.use_cache = False
     real = memory_trace.measured_training(model, groups, labels, kw)
     assert real > 1e6 and 1.0 <= traced.step / real <= 1.10, (traced.step, real)
+
+
+@pytest.mark.parametrize("settings", [dict(attention=None, key_layout="positions"), dict()], ids=["cuda-path", "cpu-path"])
+def test_the_summarizers_decode_batch_is_traced_as_it_runs(settings):
+    from types import SimpleNamespace
+
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from recbole_trsr.llm.generation import LLMGenerator
+
+    config = LlamaConfig(vocab_size=2000, hidden_size=256, intermediate_size=704, num_hidden_layers=4,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config).eval()
+    rows, prompt_tokens, new = 12, 90, 24
+    settings = dict(settings, sync_every=new + 1)  # CUDA's: no host check within the traced steps
+    generator = LLMGenerator(model, SimpleNamespace(pad_token_id=0, eos_token_id=1), max_new_tokens=new,
+                             use_chat_template=False, share_prefix=False, drop_finished=False, **settings)
+    ids = [[2 + (r * 7 + i) % 1990 for i in range(prompt_tokens)] for r in range(rows)]
+    generator.generate_batch(ids, decode_steps=2)  # warm-up
+    two_steps = memory_trace.allocator_peak(lambda: generator.generate_batch(ids, decode_steps=2))
+    every_step = memory_trace.allocator_peak(lambda: generator.generate_batch(ids))
+    traced = memory_trace.trace_summarizing(memory_trace.fake_llm(config, torch.float32), rows, prompt_tokens, new,
+                                            settings)
+    assert traced.step == pytest.approx(two_steps, rel=0.05)
+    assert every_step <= two_steps * 1.05  # the later steps repeat the first ones' shapes: two hold the peak
+    cache = 2 * 4 * 2 * 64 * 4 * rows * (prompt_tokens + new)  # k and v, layers, heads, head_dim, fp32
+    assert traced.step > cache  # the buffers for every new token are in it

@@ -255,9 +255,16 @@ class LLMGenerator:
             return self.attention
         return None if self._device().type == "cuda" else GROUPED_ATTENTION
 
-    @torch.no_grad()
     def _generate_loop(self, rows):
         """Greedy continuations (token ids, up to and including an end token) of one batch of rows."""
+        produced, lengths = self.generate_batch(rows)
+        return [produced[b, :lengths[b]].tolist() for b in range(len(rows))]
+
+    @torch.no_grad()
+    def generate_batch(self, rows, decode_steps=None):
+        """One batch of token-id rows on the loop decoder: ``(produced, lengths)``, the new tokens of each
+        row (padded to ``max_new_tokens``) and how many are its own. ``decode_steps`` stops after that many
+        new tokens, with every buffer still sized for ``max_new_tokens`` (the memory trace's two steps)."""
         model, device, n = self.model, self._device(), len(rows)
         shared = common_prefix_length(rows) if self.share_prefix and n > 1 else 0
         shared = min(shared, min(map(len, rows)) - 1)  # every row keeps at least one token of its own
@@ -276,7 +283,7 @@ class LLMGenerator:
                 cache = DynamicCache()
             token = self._prefill(cache, rows[0][:shared], ids, mask, positions)
             prefilled = time.perf_counter()
-            produced = self._decode(cache, token, mask, positions[:, -1])
+            produced = self._decode(cache, token, mask, positions[:, -1], decode_steps)
         self.seconds["prefill"] += prefilled - started
         self.seconds["decode"] += time.perf_counter() - prefilled
         return produced
@@ -308,21 +315,23 @@ class LLMGenerator:
                 layer.set_length(mask.shape[1])
         return torch.cat(logits).float().argmax(-1)  # fp32: a faster reduction than bf16, the same answer
 
-    def _decode(self, cache, token, mask, position):
-        """Greedy steps from the first new token of each row until every row has ended or the budget is spent."""
+    def _decode(self, cache, token, mask, position, steps=None):
+        """Greedy steps from the first new token of each row until every row has ended or the budget is spent
+        (``steps`` new tokens, at most ``max_new_tokens``): ``(produced, lengths)``."""
         n, device, pad = len(token), token.device, self.tokenizer.pad_token_id
+        steps = self.max_new_tokens if steps is None else min(int(steps), self.max_new_tokens)
         eos = torch.tensor(self.eos_ids, device=device)
         where = torch.arange(n, device=device)  # which row each cache row holds
         finished = torch.zeros(n, dtype=torch.bool, device=device)
         produced = torch.full((n, self.max_new_tokens), pad, dtype=torch.long, device=device)
         lengths = torch.zeros(n, dtype=torch.long, device=device)
         every = self._sync_every()
-        for step in range(self.max_new_tokens):
+        for step in range(steps):
             live = ~finished  # no boolean indexing below: its data-dependent size would sync with the host
             produced[where, step] = torch.where(live, token, produced[where, step])
             lengths[where] = torch.where(live, step + 1, lengths[where])
             finished |= torch.isin(token, eos)
-            if step == self.max_new_tokens - 1:
+            if step == steps - 1:
                 break
             if (step + 1) % every:  # rows that finished meanwhile run on, their tokens not recorded
                 done = None
@@ -342,7 +351,7 @@ class LLMGenerator:
             out = self.model(input_ids=token[:, None], attention_mask=mask, position_ids=position[:, None],
                              past_key_values=cache, use_cache=True)
             token = out.logits[:, -1].float().argmax(-1)
-        return [produced[b, :lengths[b]].tolist() for b in range(n)]
+        return produced, lengths
 
     @torch.no_grad()
     def _generate_hf(self, rows):

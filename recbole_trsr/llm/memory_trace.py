@@ -260,6 +260,32 @@ def trace_evaluation(fake, group, scorer_kwargs):
     return StepTrace(resident, live.peak - resident)
 
 
+def trace_summarizing(fake, rows, prompt_tokens, max_new_tokens, generator_kwargs, decode_steps=2):
+    """Trace the summarizer's loop decoder on one batch of ``rows`` prompts of ``prompt_tokens`` (no shared
+    prefix, no row ending early: its worst case). Its key/value buffers are allocated for every new token
+    before the prefill, so the prefill and the first ``decode_steps`` steps hold the peak; later steps
+    repeat those shapes. ``generator_kwargs``: :class:`~recbole_trsr.llm.generation.LLMGenerator`'s."""
+    from types import SimpleNamespace
+
+    from recbole_trsr.llm.generation import LLMGenerator
+
+    model = fake.model
+    model.eval()
+    vocab = model.config.get_text_config().vocab_size
+    # The decoder reads only these two ids of its tokenizer; the prompts are token ids already.
+    tokenizer = SimpleNamespace(pad_token_id=0, eos_token_id=1)
+    with fake.mode, torch.no_grad():
+        generator = LLMGenerator(model, tokenizer, max_new_tokens=max_new_tokens, use_chat_template=False,
+                                 **dict(generator_kwargs, share_prefix=False, drop_finished=False))
+        ids = [[2 + (r * prompt_tokens + i) % (vocab - 2) for i in range(prompt_tokens)] for r in range(rows)]
+        live = LiveBytes()
+        with live:
+            live.count(*[p for p in model.parameters()], *[b for b in model.buffers()])
+            resident = live.current
+            generator.generate_batch(ids, decode_steps=decode_steps)
+    return StepTrace(resident, live.peak - resident)
+
+
 def allocator_peak(step):
     """Bytes the CPU allocator held at its peak during ``step()`` above what it held when it began,
     read from the profiler's allocation records (each carries the allocator's running total)."""

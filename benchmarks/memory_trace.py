@@ -2,6 +2,7 @@
 
     python benchmarks/memory_trace.py [--record]          # proof on Llama-shaped random models + 7-8B plans
     python benchmarks/memory_trace.py --proof_only --shapes=small
+    python benchmarks/memory_trace.py --plans_only --record
 
 Proof: for Llama-shaped random models (bf16 where the CPU computes it natively, else fp32) and each
 lever (graph kept for one backward; per-micro-batch backward; + gradient checkpointing), one real
@@ -66,7 +67,7 @@ def proof(shape_name, dtype):
     return rows
 
 
-def plans(prompt_tokens):
+def plans(prompt_tokens, summary_paradigm="none"):
     from recbole_trsr import memory_plan
     from recbole_trsr.config import TRSRConfig
 
@@ -74,7 +75,8 @@ def plans(prompt_tokens):
     for name in CONFIGS:
         path = ROOT / "tests" / "data" / "configs" / name / "config.json"
         config = TRSRConfig("LLMTRSR", "ml-100k", config_file_list=[str(ROOT / "properties" / "recipe" / "LLMTRSR.yaml")],
-                            config_dict={"llm_path": str(path), "prompt_max_tokens": prompt_tokens})
+                            config_dict={"llm_path": str(path), "prompt_max_tokens": prompt_tokens,
+                                         "summary_paradigm": summary_paradigm})
         run = {k: config[k] for k in memory_plan.PLAN_KEYS}
         p = memory_plan.plan(path, run)
         print(memory_plan.render(p, name), flush=True)
@@ -85,7 +87,7 @@ def plans(prompt_tokens):
 def plan_table(named):
     from recbole_trsr import memory_plan
 
-    gib = lambda b: f"{b / 2 ** 30:.1f}"  # noqa: E731
+    gib = lambda b: "-" if b is None else f"{b / 2 ** 30:.1f}"  # noqa: E731
     rows = []
     for name, p in named:
         for lv in p["levers"]:
@@ -102,6 +104,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shapes", default="small,1.1B")
     parser.add_argument("--proof_only", action="store_true")
+    parser.add_argument("--plans_only", action="store_true")
     parser.add_argument("--record", action="store_true")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
@@ -112,7 +115,9 @@ def main():
             "layer; 3 prompts of 320-480 + 5 x 32 tokens, packed, batch_max_tokens=700, Adam), the step's peak "
             "above what is resident. 'allocator' is the CPU allocator's own running total (profiler allocation "
             "records); 'traced' is recbole_trsr.llm.memory_trace on fake tensors, no weights."]
-    for shape in args.shapes.split(","):
+    if args.plans_only:
+        text = [f"Plans only (no proof rows), traced on fake tensors on this CPU ({machine()})."]
+    for shape in ([] if args.plans_only else args.shapes.split(",")):
         rows = proof(shape, dtype)
         s = SHAPES[shape]
         text += ["", f"Llama shape '{shape}': hidden {s['hidden_size']}, {s['num_hidden_layers']} layers, "
@@ -120,10 +125,13 @@ def main():
                  table(["lever", "allocator (MiB)", "traced (MiB)", "traced / allocator", "trace (s)", "real, 2 steps (s)"],
                        rows)]
     if not args.proof_only:
-        for tokens, label in ((512, "recipe settings: prompts of 512 tokens"),
-                              (2048, "long-history settings: prompts of 2,048 tokens")):
+        for tokens, paradigm, label in (
+                (512, "none", "recipe settings: prompts of 512 tokens, no summarizer"),
+                (2048, "hierarchical", "long-history settings: prompts of 2,048 tokens, the hierarchical summarizer in "
+                                       "the process (summary_batch_max_tokens 24576, prompts up to 768 + 48 new tokens)")):
             text += ["", f"Plans, {label} (train_batch_size 4, neg_num 4, item_max_tokens 24, lora_layers 10, "
-                     "batch_max_tokens 4096, evaluation uni99 kv; GiB per GPU, bf16):", "", plan_table(plans(tokens))]
+                     "batch_max_tokens 4096, evaluation uni99 kv; GiB per GPU, bf16):", "",
+                     plan_table(plans(tokens, paradigm))]
     out = "\n".join(text)
     print(out)
     if args.record:

@@ -283,10 +283,10 @@ class LLMGenerator:
                 cache = DynamicCache()
             token = self._prefill(cache, rows[0][:shared], ids, mask, positions)
             prefilled = time.perf_counter()
-            produced = self._decode(cache, token, mask, positions[:, -1], decode_steps)
+            produced, lengths = self._decode(cache, token, mask, positions[:, -1], decode_steps)
         self.seconds["prefill"] += prefilled - started
         self.seconds["decode"] += time.perf_counter() - prefilled
-        return produced
+        return produced, lengths
 
     def _prefill(self, cache, shared_ids, ids, mask, positions):
         """Fill ``cache`` with the shared prefix (computed once) and every row's own tokens (in chunks of rows);

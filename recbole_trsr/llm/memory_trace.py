@@ -246,18 +246,23 @@ def trace_training(fake, groups, labels, scorer_kwargs, backward_per_micro_batch
     return StepTrace(resident, live.peak - resident)
 
 
+def _trace_inference(model, step):
+    """The peak of ``step()`` (no gradients) above the model's parameters and buffers."""
+    live = LiveBytes()
+    with live:
+        live.count(*model.parameters(), *model.buffers())
+        resident = live.current
+        step()
+    return StepTrace(resident, live.peak - resident)
+
+
 def trace_evaluation(fake, group, scorer_kwargs):
     """Trace the scoring of one user's candidates (``kv`` scoring: the prefix once, its cache shared)."""
     model = fake.model
     model.eval()
     with fake.mode, torch.no_grad():
         scorer = _scorer(model, scorer_kwargs)
-        live = LiveBytes()
-        with live:
-            live.count(*[p for p in model.parameters()], *[b for b in model.buffers()])
-            resident = live.current
-            scorer.yes_no_logits([group])
-    return StepTrace(resident, live.peak - resident)
+        return _trace_inference(model, lambda: scorer.yes_no_logits([group]))
 
 
 def trace_summarizing(fake, rows, prompt_tokens, max_new_tokens, generator_kwargs, decode_steps=2):
@@ -278,12 +283,7 @@ def trace_summarizing(fake, rows, prompt_tokens, max_new_tokens, generator_kwarg
         generator = LLMGenerator(model, tokenizer, max_new_tokens=max_new_tokens, use_chat_template=False,
                                  **dict(generator_kwargs, share_prefix=False, drop_finished=False))
         ids = [[2 + (r * prompt_tokens + i) % (vocab - 2) for i in range(prompt_tokens)] for r in range(rows)]
-        live = LiveBytes()
-        with live:
-            live.count(*[p for p in model.parameters()], *[b for b in model.buffers()])
-            resident = live.current
-            generator.generate_batch(ids, decode_steps=decode_steps)
-    return StepTrace(resident, live.peak - resident)
+        return _trace_inference(model, lambda: generator.generate_batch(ids, decode_steps=decode_steps))
 
 
 def allocator_peak(step):

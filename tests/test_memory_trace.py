@@ -111,9 +111,29 @@ def test_the_live_byte_count_follows_real_tensors():
     assert live.current == 0
 
 
+def test_the_fake_model_trains_what_the_real_one_trains():
+    """The traced optimizer holds state for exactly the parameters a run trains, AdaLoRA's included (peft
+    hands a meta model a trainable ``ranknum``; a run never trains it)."""
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    from recbole_trsr.llm.adapters import adalora_config, trains
+
+    config = LlamaConfig(vocab_size=500, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2)
+    run = dict(adalora_init_r=4, adalora_target_r=2, lora_alpha=16, lora_dropout=0.0, lora_target_modules=["q_proj"])
+    fake = memory_trace.fake_llm(config, torch.float32, adalora_config(run, 10)).model
+    real = get_peft_model(AutoModelForCausalLM.from_config(config), adalora_config(run, 10))
+    trained = lambda m: sorted(n for n, p in m.named_parameters() if p.requires_grad)  # noqa: E731
+    assert trained(fake) == trained(real) == sorted(n for n, _ in real.named_parameters() if trains(n))
+    assert any("lora_E" in n for n in trained(fake)) and not any("ranknum" in n for n in trained(fake))
+
+
 def test_an_adalora_step_is_traced_as_it_runs():
-    """DELRec's adapters (AdaLoRA): the trace against the allocator on a real step of the same model. It is
-    over by 7% here (not yet explained; LoRA's are within 0.2%): the test holds it above and close."""
+    """DELRec's adapters (AdaLoRA): the trace against the allocator on a real step of the same model. AdaLoRA's
+    ``ranknum`` must stay frozen on the meta model too (peft re-wraps it as trainable when it moves it off the
+    CPU; traced that way, the step was 7% over: the gradient through its division keeps an activation per
+    adapted layer, and Adam holds state for it)."""
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM, LlamaConfig
 
@@ -133,7 +153,7 @@ def test_an_adalora_step_is_traced_as_it_runs():
     model = get_peft_model(AutoModelForCausalLM.from_config(config), adalora_config(run, 100))
     model.config.use_cache = False
     real = memory_trace.measured_training(model, groups, labels, kw)
-    assert real > 1e6 and 1.0 <= traced.step / real <= 1.10, (traced.step, real)
+    assert real > 1e6 and abs(traced.step / real - 1) <= 0.01, (traced.step, real)
 
 
 @pytest.mark.parametrize("settings", [dict(attention=None, key_layout="positions"), dict()], ids=["cuda-path", "cpu-path"])

@@ -5,6 +5,30 @@ attach the same adapters to the same layers."""
 from peft import AdaLoraConfig, LoraConfig
 
 
+# Parameter names a peft adapter adds: LoRA's and AdaLoRA's weights (``lora_A/B/E``) and AdaLoRA's rank count.
+ADAPTER_MARKERS = ("lora_", "ranknum")
+
+
+def is_adapter_parameter(name):
+    """Whether ``name`` (a parameter of a peft model) belongs to an adapter (what checkpoints hold)."""
+    return any(m in name for m in ADAPTER_MARKERS)
+
+
+def trains(name):
+    """Whether the adapter parameter ``name`` is trained. AdaLoRA's ``ranknum`` is the rank count its
+    scaling divides by, not a weight; peft creates it frozen, but re-wraps it as a trainable parameter
+    when it moves it to a base layer on another device (meta, cuda), so a run freezes it itself."""
+    return is_adapter_parameter(name) and "ranknum" not in name
+
+
+def freeze_rank_counts(model):
+    """Make AdaLoRA's ``ranknum`` parameters of ``model`` frozen, wherever peft put them (see :func:`trains`)."""
+    for name, p in model.named_parameters():
+        if is_adapter_parameter(name) and not trains(name):
+            p.requires_grad_(False)
+    return model
+
+
 def upper_layers(num_hidden_layers, n):
     """Indices of the top ``n`` decoder layers (``None``: every layer). LoRA only there means the
     backward pass stops at the lowest adapted layer: the layers below run forward only."""

@@ -30,6 +30,7 @@ from torch.utils._pytree import tree_map_only
 from torch.utils.weak import WeakIdKeyDictionary
 
 from recbole_trsr.known_warnings import silenced
+from recbole_trsr.llm.adapters import freeze_rank_counts
 from recbole_trsr.llm.memory import prepare_for_training
 from recbole_trsr.llm.scoring import AnswerScorer, Group
 
@@ -129,7 +130,7 @@ def fake_llm(config, dtype, adapter_config=None, gradient_checkpointing=False, k
     with silenced("peft-is-gradient-checkpointing"):
         model = prepare_for_training(model, gradient_checkpointing)
         if adapter_config is not None:
-            model = get_peft_model(model, adapter_config)
+            model = freeze_rank_counts(get_peft_model(model, adapter_config))
     mode = FakeTensorMode(allow_non_fake_inputs=True)
     with mode:
         swapped = {}

@@ -11,7 +11,7 @@ from recbole.utils import InputType
 from safetensors.torch import load_file, save_file
 
 from recbole_trsr.data import HISTORY_POSITION_FIELD, ItemTextTable
-from recbole_trsr.llm.adapters import adalora_config
+from recbole_trsr.llm.adapters import adalora_config, is_adapter_parameter, trains
 from recbole_trsr.llm.backbone import load_backbone
 from recbole_trsr.llm.memory import prepare_for_training
 from recbole_trsr.llm.scoring import AnswerScorer, Group
@@ -21,7 +21,6 @@ from recbole_trsr.model.own_weights import OwnWeightsCheckpointMixin
 from recbole_trsr.model.retriever import rerank_top_m, tie_order
 from recbole_trsr.prompt import PromptBuilder
 
-ADAPTER_MARKERS = ("lora_", "ranknum")
 
 logger = logging.getLogger(__name__)
 
@@ -95,8 +94,8 @@ class DELRec(OneLineDescription, OwnWeightsCheckpointMixin, SequentialRecommende
         for name, p in self.named_parameters():
             if name == "soft_prompt":
                 p.requires_grad_(stage == "distill")
-            elif name.startswith("llm.") and any(m in name for m in ADAPTER_MARKERS):
-                p.requires_grad_(stage == "recommend" and "ranknum" not in name)
+            elif name.startswith("llm.") and is_adapter_parameter(name):
+                p.requires_grad_(stage == "recommend" and trains(name))
             else:
                 p.requires_grad_(False)
 
@@ -193,7 +192,7 @@ class DELRec(OneLineDescription, OwnWeightsCheckpointMixin, SequentialRecommende
     def own_weight_names(self):
         """What checkpoints hold: the soft prompt and the AdaLoRA weights."""
         return [n for n, _ in self.named_parameters()
-                if n == "soft_prompt" or (n.startswith("llm.") and any(m in n for m in ADAPTER_MARKERS))]
+                if n == "soft_prompt" or (n.startswith("llm.") and is_adapter_parameter(n))]
 
     def save_soft_prompt(self, path):
         """The stage-1 artifact: the soft prompt as a safetensors file (``load_soft_prompt`` reads it)."""

@@ -317,8 +317,8 @@ def _summarizer_line(p):
 def _what_decides(lever):
     phase = max(("train", "evaluate", "summarize"), key=lambda k: lever[k] or 0)
     return {"train": "training decides: lower train_batch_size / batch_max_tokens / prompt_max_tokens, or lora_layers",
-            "evaluate": "evaluation decides (kv scoring keeps one key/value cache of prefix + candidate per candidate "
-                        "row): lower batch_max_tokens, which caps the rows scored at once",
+            "evaluate": "evaluation decides (kv scoring holds the prefix's keys, and one layer's prefix + candidate "
+                        "keys per candidate row at a time): lower batch_max_tokens, which caps the rows scored at once",
             "summarize": "summarizing decides: lower summary_batch_max_tokens, or summarize apart "
                          "(summary_engine: server)"}[phase]
 

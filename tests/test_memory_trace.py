@@ -182,3 +182,32 @@ def test_the_summarizers_decode_batch_is_traced_as_it_runs(settings):
     assert every_step <= two_steps * 1.05  # the later steps repeat the first ones' shapes: two hold the peak
     cache = 2 * 4 * 2 * 64 * 4 * rows * (prompt_tokens + new)  # k and v, layers, heads, head_dim, fp32
     assert traced.step > cache  # the buffers for every new token are in it
+
+
+def _kv_evaluation(layers, real):
+    from transformers import LlamaConfig
+
+    config = LlamaConfig(vocab_size=2000, hidden_size=256, intermediate_size=512, num_hidden_layers=layers,
+                         num_attention_heads=8, num_key_value_heads=2)
+    config._attn_implementation = "sdpa"
+    group = memory_trace.synthetic_groups([(800, [12] * 40)], 2000)[0]
+    kw = dict(answer_ids=(5, 6), mode="kv", batch_max_tokens=4096)
+    if not real:
+        return memory_trace.trace_evaluation(memory_trace.fake_llm(config, torch.float32), group, kw).step
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config).eval()
+    scorer = memory_trace._scorer(model, kw)
+    with torch.no_grad():
+        return memory_trace.allocator_peak(lambda: scorer.yes_no_logits([group]))
+
+
+def test_kv_scoring_holds_one_layers_candidate_keys_at_a_time():
+    """Candidates scored against a shared 800-token prefix: the full-width keys (prefix + suffix per row) live
+    for one layer's attention, so 8 layers hold about what 2 do (kept for every layer, 2.0x), and the
+    trace is the allocator's peak."""
+    two, eight = _kv_evaluation(2, real=False), _kv_evaluation(8, real=False)
+    assert 0 < eight < 1.3 * two, (two, eight)
+    real = _kv_evaluation(2, real=True)
+    assert abs(two / real - 1) <= 0.05, (two, real)

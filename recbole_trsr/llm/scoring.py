@@ -20,7 +20,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from transformers import DynamicCache
+
+from recbole_trsr.llm.attention import GROUPED_QUERIES, use_attention
+from recbole_trsr.llm.prefix_cache import shared_prefix_cache
 
 MODES = ("kv", "packed", "naive")
 
@@ -196,11 +198,11 @@ class AnswerScorer:
                     n = len(g.suffixes[k])
                     ids[r, :n] = torch.tensor(g.suffixes[k])
                     mask[r, p:p + n] = 1
-                cache = DynamicCache(ddp_cache_data=[(k.expand(len(chunk), -1, -1, -1), v.expand(len(chunk), -1, -1, -1))
-                                                     for k, v in kv])
-                hidden = decoder(input_ids=ids.to(device), attention_mask=mask.to(device), past_key_values=cache,
-                                 position_ids=torch.arange(p, p + width, device=device).expand(len(chunk), -1),
-                                 use_cache=True).last_hidden_state
+                with use_attention(base_model(self.model), GROUPED_QUERIES):
+                    hidden = decoder(input_ids=ids.to(device), attention_mask=mask.to(device),
+                                     past_key_values=shared_prefix_cache(kv),
+                                     position_ids=torch.arange(p, p + width, device=device).expand(len(chunk), -1),
+                                     use_cache=True).last_hidden_state
                 for r, k in enumerate(chunk):
                     h = hidden[r, :len(g.suffixes[k])]
                     hidden_of[k] = torch.cat([prefix_last, h]) if with_prefix_last else h

@@ -21,7 +21,8 @@ It writes ``gpu_check.json`` and ``gpu_check.md`` with, in the run's dtype (bf16
   with the graph kept for one backward ("today"), per-micro-batch backward, + gradient checkpointing,
   + 4-bit weights; beside each, the step's peak above what is resident (weights, adapters, optimizer
   state) against the memory plan's trace of the same step (``recbole_trsr.memory_plan``, #46);
-* kv scoring users/s (1 + 20 candidates a user) against packed scoring.
+* kv scoring users/s (1 + 20 candidates a user) against packed scoring, and one user's kv scoring
+  peak above the weights against the memory plan's trace of it.
 """
 import argparse
 import json
@@ -195,7 +196,30 @@ def scoring(shape_dir, overrides, dtype, device, users, prefix):
             scorer.yes_no_logits(data)
             sync(device)
             out[mode] = users / (time.perf_counter() - start)
+        out["kv_memory"] = kv_memory(backbone.model, data[0], dtype, device)
     return out
+
+
+def kv_memory(model, group, dtype, device):
+    """One user's kv scoring: its peak above the weights (CUDA's max allocated; the allocator's on a CPU)
+    against the memory plan's trace of the same scoring (``memory_trace.trace_evaluation``)."""
+    from recbole_trsr.llm import memory_trace
+    from recbole_trsr.llm.scoring import AnswerScorer
+
+    scorer = AnswerScorer(model, 5, 6, 0, mode="kv")
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        resident = torch.cuda.memory_allocated()
+        scorer.yes_no_logits([group])
+        torch.cuda.synchronize()
+        measured = torch.cuda.max_memory_allocated() - resident
+    else:
+        measured = memory_trace.allocator_peak(lambda: scorer.yes_no_logits([group]))
+    fake = memory_trace.fake_llm(model.config, getattr(torch, dtype))
+    traced = memory_trace.trace_evaluation(fake, group, dict(answer_ids=(5, 6), mode="kv")).step
+    return {"measured_gib": measured / 2 ** 30, "traced_gib": traced / 2 ** 30,
+            "tokens": f"{len(group.prefix)} + {len(group.suffixes)} x {len(group.suffixes[0])}"}
 
 
 def markdown(result):
@@ -221,7 +245,11 @@ def markdown(result):
                              f"{r['peak_gib'] / today:.2f}x | {measured} | {traced:.3f} | {versus} |")
     k = result["scoring"]
     lines += ["", "| scoring (1 + 20 candidates) | users/s |", "|---|---|"]
-    lines += [f"| {mode} | {v:.1f} |" for mode, v in k.items()]
+    lines += [f"| {mode} | {v:.1f} |" for mode, v in k.items() if mode != "kv_memory"]
+    m = k["kv_memory"]
+    lines += ["", f"kv scoring of one user ({m['tokens']} tokens), above the weights: measured "
+              f"{m['measured_gib']:.3f} GiB, traced by memory_plan {m['traced_gib']:.3f} GiB "
+              f"({m['traced_gib'] / m['measured_gib']:.3f}x)"]
     lines += ["", f"wall time: {result['wall_s']:.0f} s"]
     return "\n".join(lines) + "\n"
 

@@ -225,6 +225,8 @@ def test_the_gpu_check_runs_in_its_reduced_mode_on_cpu(tiny_llm, tmp_path):
         traced = [levers[k]["traced_step_gib"] for k in ("today", "ckpt")]  # the plan's trace of each step
         assert traced[0] > traced[1] > 0
     assert result["scoring"]["kv"] > 0
+    kv = result["scoring"]["kv_memory"]  # on CPU the trace is the allocator's count of the same scoring
+    assert kv["measured_gib"] > 0 and abs(kv["traced_gib"] / kv["measured_gib"] - 1) <= 0.05, kv
     written = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
     assert written["training"] == result["training"] and "| kv |" in (tmp_path / "out" / "gpu_check.md").read_text()
 

@@ -17,6 +17,7 @@ Plans: ``python -m recbole_trsr.memory_plan`` for Llama-3-8B, Qwen2.5-7B and Mis
 tokens), every lever, today's estimate beside the trace.
 """
 import argparse
+import os
 import sys
 import time
 
@@ -78,7 +79,7 @@ def plans(prompt_tokens, summary_paradigm="none"):
                             config_dict={"llm_path": str(path), "prompt_max_tokens": prompt_tokens,
                                          "summary_paradigm": summary_paradigm})
         run = {k: config[k] for k in memory_plan.PLAN_KEYS}
-        p = memory_plan.plan(path, run)
+        p = memory_plan.plan(path, run, workers=os.cpu_count() or 1)
         print(memory_plan.render(p, name), flush=True)
         out.append((name, p))
     return out

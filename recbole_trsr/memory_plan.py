@@ -39,7 +39,10 @@ kernel) the activations fall back to :mod:`recbole_trsr.llm.memory_estimate`, la
 """
 import argparse
 import logging
+import multiprocessing
+import os
 import time
+from concurrent.futures import ProcessPoolExecutor
 
 import torch
 
@@ -145,24 +148,44 @@ def adapters_for(run, config):
     return lora_config(run, config.num_hidden_layers)
 
 
-def trace_levers(config, run, dtype, shapes):
-    """Traced bytes per lever: ``{"none"|"micro"|"ckpt"|"8bit"|"4bit": (training StepTrace, evaluation
-    StepTrace, FakeLLM weight bytes)}``."""
+LEVER_TRACES = (("none", False, False, None), ("micro", True, False, None), ("ckpt", True, True, None),
+                ("8bit", True, True, "8bit"), ("4bit", True, True, "4bit"))  # key, micro, checkpointing, k-bit
+
+
+def trace_lever(config, run, dtype, shapes, micro, ckpt, kbit):
+    """``(training StepTrace, evaluation StepTrace, FakeLLM weight bytes)`` of one lever set."""
     train, evaluate = shapes
     groups = memory_trace.synthetic_groups(train, config.vocab_size)
     labels = [0] + [1] * int(run["neg_num"])
     scorer = dict(answer_ids=(0, 1), mode="packed", pack_max_tokens=int(run["pack_max_tokens"]),
                   batch_max_tokens=int(run["batch_max_tokens"]))
-    out = {}
-    for key, micro, ckpt, kbit in (("none", False, False, None), ("micro", True, False, None),
-                                   ("ckpt", True, True, None), ("8bit", True, True, "8bit"), ("4bit", True, True, "4bit")):
-        fake = memory_trace.fake_llm(config, getattr(torch, dtype), adapters_for(run, config), ckpt, kbit=kbit)
-        step = memory_trace.trace_training(fake, groups, labels * len(groups), scorer, micro,
-                                           learner=run.get("learner") or "adam", clip_grad_norm=run.get("clip_grad_norm"))
-        evaluation = memory_trace.trace_evaluation(fake, memory_trace.synthetic_groups([evaluate], config.vocab_size)[0],
-                                                   dict(scorer, mode="kv"))
-        out[key] = (step, evaluation, fake.weight_bytes)
-    return out
+    fake = memory_trace.fake_llm(config, getattr(torch, dtype), adapters_for(run, config), ckpt, kbit=kbit)
+    step = memory_trace.trace_training(fake, groups, labels * len(groups), scorer, micro,
+                                       learner=run.get("learner") or "adam", clip_grad_norm=run.get("clip_grad_norm"))
+    evaluation = memory_trace.trace_evaluation(fake, memory_trace.synthetic_groups([evaluate], config.vocab_size)[0],
+                                               dict(scorer, mode="kv"))
+    return step, evaluation, fake.weight_bytes
+
+
+def trace_all(config, run, dtype, shapes, workers=1):
+    """``(levers, summarizing)``: :func:`trace_lever` per ``LEVER_TRACES`` key, and the bytes above the
+    weights of the summarizer's largest batch (None when none runs here). Each trace is independent and
+    spends its time in Python dispatch on one core, so ``workers`` > 1 runs them in that many spawned
+    processes, longest first (checkpointed levers recompute, so they take the longest); the bytes are
+    the same either way (tested)."""
+    jobs = [(key, trace_lever, (config, run, dtype, shapes, micro, ckpt, kbit))
+            for key, micro, ckpt, kbit in sorted(LEVER_TRACES, key=lambda lever: not lever[2])]
+    if summarizes_here(run):
+        jobs += [(("summarizer", i), trace_summarizer_batch, (config, run, dtype, rows, length))
+                 for i, (rows, length) in enumerate(summarizer_batches(run))]
+    if workers <= 1:
+        done = {key: fn(*args) for key, fn, args in jobs}
+    else:
+        with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {key: pool.submit(fn, *args) for key, fn, args in jobs}
+            done = {key: future.result() for key, future in futures.items()}
+    summarizing = [v for key, v in done.items() if isinstance(key, tuple)]
+    return {key: done[key] for key, *_ in LEVER_TRACES}, (max(summarizing) if summarizing else None)
 
 
 def summarizes_here(run):
@@ -179,21 +202,20 @@ def summarizer_batches(run):
     return [(max(1, budget // (length + new)), length) for length in lengths]
 
 
-def trace_summarizer(config, run, dtype):
-    """Traced bytes above the weights of the summarizer's largest batch (:func:`summarizer_batches`), on the
-    decoder settings of a CUDA device."""
+def trace_summarizer_batch(config, run, dtype, rows, prompt_tokens):
+    """Traced bytes above the weights of one summarizer batch of ``rows`` prompts of ``prompt_tokens``
+    (:func:`summarizer_batches`), on the decoder settings of a CUDA device."""
     fake = memory_trace.fake_llm(config, getattr(torch, dtype))
     new = int(run.get("summary_max_new_tokens") or 48)
     settings = dict(batch_max_tokens=int(run.get("summary_batch_max_tokens") or 24576), attention=None,
                     key_layout="positions", sync_every=new + 1)
-    return max(memory_trace.trace_summarizing(fake, rows, length, new, settings).step
-               for rows, length in summarizer_batches(run))
+    return memory_trace.trace_summarizing(fake, rows, prompt_tokens, new, settings).step
 
 
-def plan(llm_path, run, prompt_tokens=None, trace=True, shapes=None):
+def plan(llm_path, run, prompt_tokens=None, trace=True, shapes=None, workers=1):
     """The whole plan (bytes) for a run's settings ``run`` (a dict of config values). ``shapes``: the
     prompts (:func:`dataset_prompt_shapes`); default the longest ``prompt_max_tokens`` (or
-    ``prompt_tokens``) allows (:func:`prompt_shapes`)."""
+    ``prompt_tokens``) allows (:func:`prompt_shapes`). ``workers``: processes for the traces (:func:`trace_all`)."""
     shapes = shapes or prompt_shapes(run, prompt_tokens)
     config = model_config(llm_path)
     dtype = run["llm_dtype"] if run.get("llm_dtype") not in (None, "auto") else "bfloat16"
@@ -207,9 +229,8 @@ def plan(llm_path, run, prompt_tokens=None, trace=True, shapes=None):
     traced, failure, summarizing = None, None, kv
     if trace:
         try:
-            traced = trace_levers(config, run, dtype, shapes)
-            if summarizes_here(run):
-                summarizing = trace_summarizer(config, run, dtype)
+            traced, traced_summarizing = trace_all(config, run, dtype, shapes, workers)
+            summarizing = kv if traced_summarizing is None else traced_summarizing
         except Exception as exc:  # noqa: BLE001 - any op without a fake kernel: fall back, and say so
             failure = f"{type(exc).__name__}: {exc}"
             logger.warning("memory trace failed (%s); the activations are the estimate", failure)
@@ -236,6 +257,7 @@ def plan(llm_path, run, prompt_tokens=None, trace=True, shapes=None):
         levers.append(row)
     return dict(dtype=dtype, layers=config.num_hidden_layers, parameters=linear[0] + other, kv_cache=kv,
                 summarizing=summarizing if summarizes_here(run) else None, traced=traced is not None, failure=failure, trace_seconds=time.monotonic() - began,
+                workers=workers,
                 shapes=shapes, levers=levers)
 
 
@@ -279,7 +301,8 @@ def render(p, llm_path):
     gib = lambda b: "-" if b is None else f"{b / GIB:.2f}"  # noqa: E731
     train, evaluate = p["shapes"]
     lengths = sorted({pre + sum(suf) for pre, suf in train})
-    how = (f"traced on fake tensors in {p['trace_seconds']:.0f} s" if p["traced"] else
+    processes = f", {p['workers']} processes" if p["workers"] > 1 else ""
+    how = (f"traced on fake tensors in {p['trace_seconds']:.0f} s{processes}" if p["traced"] else
            f"ESTIMATE (the trace failed: {p['failure']})" if p["failure"] else "ESTIMATE (--no_trace)")
     lines = [f"memory plan for {llm_path}: {p['parameters'] / 1e9:.2f}B parameters, {p['layers']} layers, {p['dtype']}; "
              f"{how}",
@@ -343,6 +366,8 @@ def main(argv=None):
     parser.add_argument("--from_dataset", action="store_true",
                         help="the longest prompts the dataset makes (reads data_path and the model's tokenizer)")
     parser.add_argument("--no_trace", action="store_true", help="only today's estimate (seconds, not minutes)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="processes for the traces, one lever each (default: every core; 1: in this process)")
     args, overrides = parser.parse_known_args(argv)
     config = TRSRConfig(args.model, args.dataset, config_file_list=args.config_files.split() or None,
                         config_dict={"llm_path": args.llm_path}, argv=overrides)
@@ -350,7 +375,8 @@ def main(argv=None):
     shapes = None
     if args.from_dataset:
         shapes = dataset_prompt_shapes(config, int(run["train_batch_size"]), int(run["neg_num"]), eval_candidates(run))
-    print(render(plan(args.llm_path, run, args.prompt_tokens, trace=not args.no_trace, shapes=shapes), args.llm_path))
+    print(render(plan(args.llm_path, run, args.prompt_tokens, trace=not args.no_trace, shapes=shapes, workers=args.workers),
+                 args.llm_path))
 
 
 if __name__ == "__main__":

@@ -198,7 +198,7 @@ def test_the_memory_plan_traces_the_levers_and_counts_the_model(tiny_llm, capsys
     assert all(lv["peak"] >= max(lv["train"], lv["evaluate"], lv["summarize"]) for lv in p["levers"])
     estimate = memory_plan.plan(tiny_llm / "config.json", run, trace=False)
     assert not estimate["traced"] and [lv["train"] for lv in estimate["levers"]] == [lv["estimate_train"] for lv in p["levers"]]
-    memory_plan.main(["--llm_path", str(tiny_llm), "--train_batch_size=2"])
+    memory_plan.main(["--llm_path", str(tiny_llm), "--train_batch_size=2", "--workers=1"])
     out = capsys.readouterr().out
     assert "traced on fake tensors" in out and "24 GB: fits with none" in out
     assert memory_plan.fits(10 * 2 ** 30, 24) and not memory_plan.fits(21 * 2 ** 30, 24)  # 21 x 1.1 + 1 > 24
@@ -250,3 +250,18 @@ def test_the_plan_reads_the_longest_prompts_the_dataset_makes(data_root, tmp_pat
     p = memory_plan.plan(tiny_llm / "config.json", {k: config[k] for k in memory_plan.PLAN_KEYS},
                          shapes=(train_shapes, (eval_prefix, eval_suffixes)))
     assert p["traced"] and p["shapes"][0] == train_shapes
+
+
+def test_traces_in_several_processes_give_the_same_plan(tiny_llm):
+    from recbole_trsr import memory_plan
+
+    run = dict(llm_dtype="float32", lora_layers=None, lora_target_modules=["q_proj", "v_proj"], lora_r=4, lora_alpha=8,
+               lora_dropout=0.0, prompt_max_tokens=64, neg_num=2, item_max_tokens=8, train_batch_size=2,
+               batch_max_tokens=96, pack_max_tokens=2048, summary_batch_max_tokens=256, summary_max_new_tokens=4,
+               summary_prompt_max_tokens=32, summary_paradigm="hierarchical", eval_args={"mode": "uni9"})
+    serial = memory_plan.plan(tiny_llm / "config.json", run)
+    spawned = memory_plan.plan(tiny_llm / "config.json", run, workers=2)
+    assert serial["traced"] and spawned["traced"] and spawned["workers"] == 2
+    assert spawned["summarizing"] == serial["summarizing"] != serial["kv_cache"]  # traced, not the computed fallback
+    assert spawned["levers"] == serial["levers"]
+    assert serial["levers"][0]["train_step"] > serial["levers"][2]["train_step"]  # the levers differ: a real comparison
